@@ -1,0 +1,412 @@
+"""Configuration: read once at start into immutable objects, never imported as globals."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+log = logging.getLogger("ai_proxy.config")
+
+PROVIDERS = ("openai", "groq", "openrouter", "gemini", "cloudflare", "cohere", "gigachat")
+KINDS = ("chat", "image")
+REASONING_MODES = ("split", "strip", "keep")
+PACKAGED_CONFIG = Path(__file__).with_name("config.yaml")
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(Exception):
+    """A bad configuration: the message is one line naming the file, the model and the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    name: str
+    provider: str
+    url: str
+    upstream_model: str
+    token: str = field(default="", repr=False)
+    priority: int = 0
+    requests_per_minute: int = 0
+    requests_per_hour: int = 0
+    requests_per_day: int = 0
+    tokens_per_minute: int = 0
+    tokens_per_day: int = 0
+    max_request_length: int = 0
+    model_size: str = ""
+    kind: str = "chat"
+    reasoning: str = "split"
+    day_resets_at: str = ""  # "HH:MM" on the clock of `timezone`, for calendar-day quotas
+    timezone: str = "UTC"
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # GigaChat (SDK) options
+    auth_url: str = ""
+    scope: str = ""
+    verify_ssl_certs: bool | str = True
+    enabled: bool = True
+
+    @property
+    def group(self) -> str:
+        return self.model_size.upper()
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    max_body_bytes: int = 16 * 1024 * 1024
+    metrics_public: bool = False
+    heartbeat_seconds: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class HttpConfig:
+    connect_timeout: float = 5.0
+    read_timeout: float = 120.0
+    stream_idle_timeout: float = 60.0
+    pool_connections: int = 16
+    pool_maxsize: int = 64
+    proxy: str = ""
+    verify: bool | str = True
+
+
+@dataclass(frozen=True, slots=True)
+class RetryConfig:
+    max_attempts: int = 3
+    base_delay: float = 0.25
+    max_delay: float = 4.0
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerConfig:
+    fail_max: int = 5
+    reset_timeout: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingConfig:
+    max_attempts: int = 5
+    cooldown_seconds: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    models: tuple[ModelConfig, ...] = ()
+    server: ServerConfig = ServerConfig()
+    http: HttpConfig = HttpConfig()
+    retry: RetryConfig = RetryConfig()
+    breaker: BreakerConfig = BreakerConfig()
+    routing: RoutingConfig = RoutingConfig()
+    storage: str = "memory"
+    source: str = "<defaults>"
+    log_level: str = "INFO"
+    log_format: str = "text"
+    disabled_models: tuple[str, ...] = ()
+
+    @property
+    def enabled_models(self) -> tuple[ModelConfig, ...]:
+        return tuple(m for m in self.models if m.enabled)
+
+
+def resolve_config_path(explicit: str | None = None, environ: Mapping[str, str] | None = None) -> Path:
+    """The config file: explicit path, else AI_PROXY_CONFIG, else ./config.yaml, else the packaged one."""
+    env = os.environ if environ is None else environ
+    if explicit:
+        return Path(explicit)
+    if env.get("AI_PROXY_CONFIG"):
+        return Path(env["AI_PROXY_CONFIG"])
+    local = Path.cwd() / "config.yaml"
+    return local if local.is_file() else PACKAGED_CONFIG
+
+
+def substitute(value: str, environ: Mapping[str, str]) -> str:
+    """Replace ${VAR} and ${VAR:-default} from the environment."""
+
+    def one(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        got = environ.get(name, "")
+        if got == "" and default is not None:
+            return default
+        return got
+
+    return _VAR.sub(one, value)
+
+
+def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, substitute, validate and freeze the configuration. Raises ConfigError."""
+    env = dict(os.environ if environ is None else environ)
+    file = resolve_config_path(str(path) if path else None, env)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read config file: {exc.strerror or exc}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{file}: invalid YAML{where}: {problem}") from None
+    return parse_config(raw, env, source=str(file))
+
+
+def parse_config(raw: Any, environ: Mapping[str, str], source: str = "config.yaml") -> Config:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: top level must be a mapping with a 'models' list")
+    models_raw = raw.get("models") or []
+    if not isinstance(models_raw, list):
+        raise ConfigError(f"{source}: field 'models': must be a list")
+
+    models: list[ModelConfig] = []
+    disabled: list[str] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(models_raw):
+        model = _parse_model(entry, index, environ, source)
+        if model.name in seen:
+            raise ConfigError(f"{source}: model '{model.name}': field 'name': duplicate model name")
+        seen.add(model.name)
+        if not model.enabled:
+            disabled.append(model.name)
+        models.append(model)
+
+    groups = {m.group for m in models if m.group}
+    for m in models:
+        if m.name.upper() in groups:
+            raise ConfigError(
+                f"{source}: model '{m.name}': field 'name': clashes with the group of the same name"
+            )
+
+    server = _section(raw, "server", ServerConfig, environ, source)
+    api_keys_env = environ.get("AI_PROXY_API_KEYS", "")
+    keys_raw = (
+        api_keys_env.split(",") if api_keys_env else _as_list(server.api_keys, source, "server.api_keys")
+    )
+    server = replace(server, api_keys=tuple(k.strip() for k in keys_raw if k and k.strip()))
+
+    retry = _section(raw, "retry", RetryConfig, environ, source)
+    overrides = {}
+    for name, cast in (("max_attempts", int), ("base_delay", float), ("max_delay", float)):
+        value = environ.get(f"AI_PROXY_RETRY_{name.upper()}")
+        if value:
+            try:
+                overrides[name] = cast(value)
+            except ValueError:
+                raise ConfigError(
+                    f"environment: AI_PROXY_RETRY_{name.upper()}: not a number: {value!r}"
+                ) from None
+    retry = replace(retry, **overrides)
+
+    storage = environ.get("AI_PROXY_STORAGE") or environ.get("REDIS_URL") or raw.get("storage") or "memory"
+    storage = substitute(str(storage), environ).strip()
+    if storage != "memory" and not storage.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"{source}: field 'storage': must be 'memory' or a redis:// URL")
+
+    log_level = (environ.get("AI_PROXY_LOG_LEVEL") or "INFO").upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError(f"environment: AI_PROXY_LOG_LEVEL: unknown level {log_level!r}")
+    log_format = (environ.get("AI_PROXY_LOG_FORMAT") or "text").lower()
+    if log_format not in ("json", "text"):
+        raise ConfigError("environment: AI_PROXY_LOG_FORMAT: must be 'json' or 'text'")
+
+    return Config(
+        models=tuple(models),
+        server=server,
+        http=_section(raw, "http", HttpConfig, environ, source),
+        retry=retry,
+        breaker=_section(raw, "breaker", BreakerConfig, environ, source),
+        routing=_section(raw, "routing", RoutingConfig, environ, source),
+        storage=storage,
+        source=source,
+        log_level=log_level,
+        log_format=log_format,
+        disabled_models=tuple(disabled),
+    )
+
+
+def _as_list(value: Any, source: str, where: str) -> list[str]:
+    if isinstance(value, str):
+        return value.split(",")
+    if isinstance(value, list | tuple):
+        return [str(v) for v in value]
+    raise ConfigError(f"{source}: field '{where}': must be a list of strings")
+
+
+_NUMBER_FIELDS = {
+    "priority",
+    "requests_per_minute",
+    "requests_per_hour",
+    "requests_per_day",
+    "tokens_per_minute",
+    "tokens_per_day",
+    "max_request_length",
+}
+
+
+def _parse_model(entry: Any, index: int, environ: Mapping[str, str], source: str) -> ModelConfig:
+    label = f"model #{index + 1}"
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{source}: {label}: must be a mapping of fields")
+    name = entry.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"{source}: {label}: field 'name': required, a non-empty string")
+    name = name.strip()
+    where = f"{source}: model '{name}'"
+
+    def fail(field_name: str, why: str) -> ConfigError:
+        return ConfigError(f"{where}: field '{field_name}': {why}")
+
+    provider = str(entry.get("provider") or "").strip().lower()
+    if provider not in PROVIDERS:
+        got = f"unknown provider {provider!r}" if provider else "required"
+        raise fail(
+            "provider",
+            f"{got}; accepted: {', '.join(PROVIDERS)} "
+            "(any other OpenAI-compatible service is provider: openai with its url)",
+        )
+
+    url = substitute(str(entry.get("url") or ""), environ).strip()
+    if not url:
+        raise fail("url", "required")
+    if not url.startswith(("http://", "https://")):
+        raise fail("url", "must start with http:// or https://")
+
+    known = {f.name for f in fields(ModelConfig)}
+    values: dict[str, Any] = {}
+    for key, value in entry.items():
+        if key not in known or key in ("name", "provider", "url", "enabled"):
+            continue
+        if isinstance(value, str):
+            value = substitute(value, environ)
+        if key in _NUMBER_FIELDS:
+            if value is None or value == "":
+                value = 0
+            try:
+                number = int(value)
+            except (TypeError, ValueError):
+                raise fail(key, f"must be an integer, got {value!r}") from None
+            if number < 0 and key != "priority":
+                raise fail(key, "must not be negative")
+            value = number
+        values[key] = value
+
+    token_raw = entry.get("token")
+    token = str(values.pop("token", "") or "").strip()
+    kind = str(values.pop("kind", "chat") or "chat").strip().lower()
+    if kind not in KINDS:
+        raise fail("kind", f"must be one of {', '.join(KINDS)}")
+    reasoning = str(values.pop("reasoning", "split") or "split").strip().lower()
+    if reasoning not in REASONING_MODES:
+        raise fail("reasoning", f"must be one of {', '.join(REASONING_MODES)}")
+    day_resets_at = str(values.pop("day_resets_at", "") or "").strip()
+    if day_resets_at and not re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", day_resets_at):
+        raise fail("day_resets_at", "must be HH:MM")
+    tz = str(values.pop("timezone", "UTC") or "UTC").strip()
+    try:
+        from zoneinfo import ZoneInfo
+
+        ZoneInfo(tz)
+    except Exception:
+        raise fail("timezone", f"unknown time zone {tz!r}") from None
+    headers = values.pop("headers", None) or {}
+    if not isinstance(headers, dict):
+        raise fail("headers", "must be a mapping of header names to values")
+    headers = {str(k): substitute(str(v), environ) for k, v in headers.items()}
+    verify = values.pop("verify_ssl_certs", True)
+    if isinstance(verify, str) and verify.lower() in ("true", "false"):
+        verify = verify.lower() == "true"
+    upstream = str(values.pop("upstream_model", "") or "").strip() or default_upstream_model(name, provider)
+    model_size = str(values.pop("model_size", "") or "").strip()
+    for key in ("auth_url", "scope"):
+        if key in values:
+            values[key] = str(values[key] or "").strip()
+
+    enabled = entry.get("enabled", True) is not False
+    if enabled and isinstance(token_raw, str) and "${" in token_raw and not token:
+        log.warning("model %s disabled: its token resolves to empty (set the variable it names)", name)
+        enabled = False
+
+    return ModelConfig(
+        name=name,
+        provider=provider,
+        url=url,
+        upstream_model=upstream,
+        token=token,
+        kind=kind,
+        reasoning=reasoning,
+        day_resets_at=day_resets_at,
+        timezone=tz,
+        headers=headers,
+        verify_ssl_certs=verify,
+        model_size=model_size,
+        enabled=enabled,
+        **values,
+    )
+
+
+def default_upstream_model(name: str, provider: str) -> str:
+    """Upstream id is the public name minus a leading "provider/"; Cloudflare ids get an '@'."""
+    prefix = provider + "/"
+    upstream = name[len(prefix) :] if name.startswith(prefix) else name
+    if provider == "cloudflare" and not upstream.startswith("@"):
+        upstream = "@" + upstream
+    return upstream
+
+
+def _section(raw: dict, key: str, cls: type, environ: Mapping[str, str], source: str) -> Any:
+    section = raw.get(key) or {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"{source}: field '{key}': must be a mapping")
+    defaults = cls()
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.name not in section:
+            continue
+        value = section[f.name]
+        if isinstance(value, str):
+            value = substitute(value, environ)
+        default = getattr(defaults, f.name)
+        try:
+            values[f.name] = _coerce(value, default)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"{source}: field '{key}.{f.name}': expected {type(default).__name__}, got {value!r}"
+            ) from None
+    unknown = set(section) - {f.name for f in fields(cls)}
+    if unknown:
+        log.warning("%s: unknown keys in '%s' ignored: %s", source, key, ", ".join(sorted(unknown)))
+    return cls(**values)
+
+
+def _coerce(value: Any, default: Any) -> Any:
+    if isinstance(default, bool) and isinstance(value, str):
+        low = value.strip().lower()
+        if low in ("true", "yes", "1", "on"):
+            return True
+        if low in ("false", "no", "0", "off"):
+            return False
+        return value  # e.g. a CA bundle path for `verify`
+    if isinstance(default, bool):
+        return bool(value)
+    if isinstance(default, int):
+        number = int(value)
+        if number < 0:
+            raise ValueError
+        return number
+    if isinstance(default, float):
+        number = float(value)
+        if number < 0:
+            raise ValueError
+        return number
+    if isinstance(default, tuple):
+        return tuple(value) if isinstance(value, list | tuple) else value
+    if value is None:
+        return default
+    return str(value)
