@@ -1,0 +1,265 @@
+"""The narrow provider interface, and the HTTP transport every HTTP provider shares.
+
+A provider translates an OpenAI request for one configured model into its upstream's wire format,
+calls the upstream, and translates the answer back. It knows nothing of Flask, quotas or breakers.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import requests
+import urllib3.exceptions
+
+from app.config import HttpConfig, ModelConfig
+from app.errors import (
+    InvalidRequest,
+    ProxyError,
+    RateLimited,
+    UpstreamAuthError,
+    UpstreamBadRequest,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from app.http import SessionPool, send
+from app.sse import SSEEvent, iter_sse, read_chunks
+
+MAX_ERROR_BODY = 64 * 1024
+
+
+@dataclass(slots=True)
+class Completion:
+    """An OpenAI `chat.completion` object plus the upstream's response headers (rate-limit hints)."""
+
+    body: dict[str, Any]
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Image:
+    data: bytes
+    content_type: str = "image/png"
+    revised_prompt: str | None = None
+
+
+@dataclass(slots=True)
+class ImageResult:
+    images: list[Image]
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class ChunkStream:
+    """An open upstream stream of OpenAI `chat.completion.chunk` dicts; close() frees the connection.
+
+    Providers always end a stream with a usage chunk (`choices: []`) when the upstream reported usage,
+    and raise UpstreamError when the upstream stream ends before its end marker.
+    """
+
+    __slots__ = ("_chunks", "_close", "headers")
+
+    def __init__(
+        self,
+        chunks: Iterator[dict[str, Any]],
+        headers: Mapping[str, str],
+        close: Callable[[], None],
+    ) -> None:
+        self._chunks = chunks
+        self.headers = headers
+        self._close = close
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return self._chunks
+
+    def close(self) -> None:
+        self._close()
+
+
+class Provider(ABC):
+    """One configured model's upstream."""
+
+    def __init__(self, model: ModelConfig, sessions: SessionPool, http: HttpConfig) -> None:
+        self.model = model
+        self.http = http
+
+    @abstractmethod
+    def complete(self, body: dict[str, Any]) -> Completion:
+        """Non-streaming chat completion. Raises ProxyError."""
+
+    @abstractmethod
+    def stream(self, body: dict[str, Any]) -> ChunkStream:
+        """Open a streaming chat completion; errors before the first event raise here."""
+
+    def generate_image(self, body: dict[str, Any]) -> ImageResult:
+        raise InvalidRequest(f"Model {self.model.name} does not generate images", param="model")
+
+    def close(self) -> None:
+        """Release anything the provider holds beyond the shared sessions."""
+
+
+@dataclass(slots=True)
+class UpstreamRequest:
+    url: str
+    payload: bytes
+    headers: dict[str, str]
+
+
+class HttpProvider(Provider):
+    """Transport for providers spoken to over HTTP: subclasses supply the pure translations."""
+
+    def __init__(self, model: ModelConfig, sessions: SessionPool, http: HttpConfig) -> None:
+        super().__init__(model, sessions, http)
+        self.session: requests.Session = sessions.get(model.provider)
+        self._timeout = (http.connect_timeout, http.read_timeout)
+        self._stream_timeout = (http.connect_timeout, http.stream_idle_timeout)
+
+    # --- translation hooks (pure; no I/O) ---------------------------------------------------
+    @abstractmethod
+    def build_request(self, body: dict[str, Any], stream: bool) -> UpstreamRequest:
+        """OpenAI request -> the upstream's URL, headers and payload."""
+
+    @abstractmethod
+    def parse_response(self, data: Any) -> dict[str, Any]:
+        """Upstream answer -> OpenAI chat.completion."""
+
+    @abstractmethod
+    def parse_stream(self, events: Iterable[SSEEvent]) -> Iterator[dict[str, Any]]:
+        """Upstream SSE events -> OpenAI chunks; raise UpstreamError if the stream ends early."""
+
+    def parse_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> ProxyError:
+        """Upstream error answer -> our error. Default reads OpenAI's envelope."""
+        return error_for_status(status, openai_error_message(body), self.model.name, headers)
+
+    # --- transport ---------------------------------------------------------------------------
+    def complete(self, body: dict[str, Any]) -> Completion:
+        request = self.build_request(body, stream=False)
+        response = send(
+            self.session,
+            request.url,
+            data=request.payload,
+            headers=request.headers,
+            timeout=self._timeout,
+            stream=False,
+            model_name=self.model.name,
+        )
+        content = response.content
+        if response.status_code >= 400:
+            raise self.parse_error(response.status_code, content[:MAX_ERROR_BODY], response.headers)
+        try:
+            data = orjson.loads(content)
+        except orjson.JSONDecodeError:
+            raise UpstreamError(
+                f"Upstream for model {self.model.name} sent an unreadable answer"
+            ) from None
+        return Completion(self.parse_response(data), response.headers)
+
+    def stream(self, body: dict[str, Any]) -> ChunkStream:
+        request = self.build_request(body, stream=True)
+        response = send(
+            self.session,
+            request.url,
+            data=request.payload,
+            headers=request.headers,
+            timeout=self._stream_timeout,
+            stream=True,
+            model_name=self.model.name,
+        )
+        if response.status_code >= 400:
+            try:
+                content = response.raw.read(MAX_ERROR_BODY, decode_content=True) or b""
+            except (urllib3.exceptions.HTTPError, OSError):
+                content = b""
+            finally:
+                response.close()
+            raise self.parse_error(response.status_code, content, response.headers)
+        chunks = self.parse_stream(iter_sse(read_chunks(response.raw)))
+        return ChunkStream(self._guard(chunks), response.headers, response.close)
+
+    def _guard(self, chunks: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """Map read failures mid-stream to proxy errors."""
+        name = self.model.name
+        try:
+            yield from chunks
+        except (urllib3.exceptions.ReadTimeoutError, TimeoutError):
+            raise UpstreamTimeout(f"Upstream stream for model {name} stalled") from None
+        except (urllib3.exceptions.HTTPError, requests.RequestException, OSError):
+            raise UpstreamError(f"Upstream stream for model {name} broke off") from None
+        except orjson.JSONDecodeError:
+            raise UpstreamError(
+                f"Upstream stream for model {name} sent an unreadable event"
+            ) from None
+
+
+# --- shared helpers for adapters ------------------------------------------------------------
+
+
+def openai_error_message(body: bytes) -> str:
+    """The message of an OpenAI-style error envelope (also a bare list of them, as Gemini's compat)."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body[:300].decode("utf-8", "replace").strip()
+    if isinstance(data, list) and data:
+        data = data[0]
+    if isinstance(data, dict):
+        error = data.get("error", data)
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+        if isinstance(error, str):
+            return error
+        if data.get("message"):
+            return str(data["message"])
+    return ""
+
+
+def error_for_status(
+    status: int,
+    message: str,
+    model_name: str,
+    headers: Mapping[str, str] | None = None,
+    retry_after: float | None = None,
+) -> ProxyError:
+    """Map an upstream HTTP status to our error classes."""
+    detail = f": {message}" if message else ""
+    if status in (401, 403):
+        return UpstreamAuthError(f"The proxy's credentials for model {model_name} were rejected")
+    if status == 429:
+        if retry_after is None and headers is not None:
+            retry_after = retry_after_seconds(headers)
+        return RateLimited(
+            f"Model {model_name} is rate limited upstream{detail}", retry_after=retry_after
+        )
+    if status in (408, 504):
+        return UpstreamTimeout(f"Upstream for model {model_name} timed out{detail}")
+    if 400 <= status < 500:
+        return UpstreamBadRequest(
+            message or f"Upstream rejected the request for model {model_name}"
+        )
+    return UpstreamError(f"Upstream for model {model_name} failed with HTTP {status}{detail}")
+
+
+def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds from `retry-after-ms` or `retry-after` (seconds or an HTTP date)."""
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(float(value) / 1000.0, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - (time.time() if now is None else now), 0.0)
