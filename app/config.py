@@ -114,9 +114,7 @@ class Config:
         return tuple(m for m in self.models if m.enabled)
 
 
-def resolve_config_path(
-    explicit: str | None = None, environ: Mapping[str, str] | None = None
-) -> Path:
+def resolve_config_path(explicit: str | None = None, environ: Mapping[str, str] | None = None) -> Path:
     """The config file: explicit path, else AI_PROXY_CONFIG, else ./config.yaml, else the packaged one."""
     env = os.environ if environ is None else environ
     if explicit:
@@ -191,9 +189,7 @@ def parse_config(raw: Any, environ: Mapping[str, str], source: str = "config.yam
     server = _section(raw, "server", ServerConfig, environ, source)
     api_keys_env = environ.get("AI_PROXY_API_KEYS", "")
     keys_raw = (
-        api_keys_env.split(",")
-        if api_keys_env
-        else _as_list(server.api_keys, source, "server.api_keys")
+        api_keys_env.split(",") if api_keys_env else _as_list(server.api_keys, source, "server.api_keys")
     )
     server = replace(server, api_keys=tuple(k.strip() for k in keys_raw if k and k.strip()))
 
@@ -210,12 +206,7 @@ def parse_config(raw: Any, environ: Mapping[str, str], source: str = "config.yam
                 ) from None
     retry = replace(retry, **overrides)
 
-    storage = (
-        environ.get("AI_PROXY_STORAGE")
-        or environ.get("REDIS_URL")
-        or raw.get("storage")
-        or "memory"
-    )
+    storage = environ.get("AI_PROXY_STORAGE") or environ.get("REDIS_URL") or raw.get("storage") or "memory"
     storage = substitute(str(storage), environ).strip()
     if storage != "memory" and not storage.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"{source}: field 'storage': must be 'memory' or a redis:// URL")
@@ -333,9 +324,7 @@ def _parse_model(entry: Any, index: int, environ: Mapping[str, str], source: str
     verify = values.pop("verify_ssl_certs", True)
     if isinstance(verify, str) and verify.lower() in ("true", "false"):
         verify = verify.lower() == "true"
-    upstream = str(values.pop("upstream_model", "") or "").strip() or default_upstream_model(
-        name, provider
-    )
+    upstream = str(values.pop("upstream_model", "") or "").strip() or default_upstream_model(name, provider)
     model_size = str(values.pop("model_size", "") or "").strip()
     for key in ("auth_url", "scope"):
         if key in values:
@@ -343,9 +332,7 @@ def _parse_model(entry: Any, index: int, environ: Mapping[str, str], source: str
 
     enabled = entry.get("enabled", True) is not False
     if enabled and isinstance(token_raw, str) and "${" in token_raw and not token:
-        log.warning(
-            "model %s disabled: its token resolves to empty (set the variable it names)", name
-        )
+        log.warning("model %s disabled: its token resolves to empty (set the variable it names)", name)
         enabled = False
 
     return ModelConfig(

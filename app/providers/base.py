@@ -98,7 +98,7 @@ class Provider(ABC):
     def generate_image(self, body: dict[str, Any]) -> ImageResult:
         raise InvalidRequest(f"Model {self.model.name} does not generate images", param="model")
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most providers hold nothing
         """Release anything the provider holds beyond the shared sessions."""
 
 
@@ -153,9 +153,7 @@ class HttpProvider(Provider):
         try:
             data = orjson.loads(content)
         except orjson.JSONDecodeError:
-            raise UpstreamError(
-                f"Upstream for model {self.model.name} sent an unreadable answer"
-            ) from None
+            raise UpstreamError(f"Upstream for model {self.model.name} sent an unreadable answer") from None
         return Completion(self.parse_response(data), response.headers)
 
     def stream(self, body: dict[str, Any]) -> ChunkStream:
@@ -190,9 +188,7 @@ class HttpProvider(Provider):
         except (urllib3.exceptions.HTTPError, requests.RequestException, OSError):
             raise UpstreamError(f"Upstream stream for model {name} broke off") from None
         except orjson.JSONDecodeError:
-            raise UpstreamError(
-                f"Upstream stream for model {name} sent an unreadable event"
-            ) from None
+            raise UpstreamError(f"Upstream stream for model {name} sent an unreadable event") from None
 
 
 # --- shared helpers for adapters ------------------------------------------------------------
@@ -231,15 +227,11 @@ def error_for_status(
     if status == 429:
         if retry_after is None and headers is not None:
             retry_after = retry_after_seconds(headers)
-        return RateLimited(
-            f"Model {model_name} is rate limited upstream{detail}", retry_after=retry_after
-        )
+        return RateLimited(f"Model {model_name} is rate limited upstream{detail}", retry_after=retry_after)
     if status in (408, 504):
         return UpstreamTimeout(f"Upstream for model {model_name} timed out{detail}")
     if 400 <= status < 500:
-        return UpstreamBadRequest(
-            message or f"Upstream rejected the request for model {model_name}"
-        )
+        return UpstreamBadRequest(message or f"Upstream rejected the request for model {model_name}")
     return UpstreamError(f"Upstream for model {model_name} failed with HTTP {status}{detail}")
 
 

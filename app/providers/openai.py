@@ -81,9 +81,7 @@ def parse_chunks(events: Iterable[SSEEvent], model_name: str) -> Iterator[dict[s
         yield chunk
     else:
         if not finished:
-            raise UpstreamError(
-                f"Upstream stream for model {model_name} ended before it was complete"
-            )
+            raise UpstreamError(f"Upstream stream for model {model_name} ended before it was complete")
     if groq_usage and not usage_sent:
         yield {
             "id": "",
