@@ -163,6 +163,8 @@ def parse_config(raw: Any, environ: Mapping[str, str], source: str = "config.yam
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: top level must be a mapping with a 'models' list")
+    original = raw
+    raw = _substitute_all(raw, environ)
     models_raw = raw.get("models") or []
     if not isinstance(models_raw, list):
         raise ConfigError(f"{source}: field 'models': must be a list")
@@ -171,7 +173,9 @@ def parse_config(raw: Any, environ: Mapping[str, str], source: str = "config.yam
     disabled: list[str] = []
     seen: set[str] = set()
     for index, entry in enumerate(models_raw):
-        model = _parse_model(entry, index, environ, source)
+        unresolved = original["models"][index]
+        token_raw = unresolved.get("token") if isinstance(unresolved, dict) else None
+        model = _parse_model(entry, index, token_raw, source)
         if model.name in seen:
             raise ConfigError(f"{source}: model '{model.name}': field 'name': duplicate model name")
         seen.add(model.name)
@@ -186,14 +190,14 @@ def parse_config(raw: Any, environ: Mapping[str, str], source: str = "config.yam
                 f"{source}: model '{m.name}': field 'name': clashes with the group of the same name"
             )
 
-    server = _section(raw, "server", ServerConfig, environ, source)
+    server = _section(raw, "server", ServerConfig, source)
     api_keys_env = environ.get("AI_PROXY_API_KEYS", "")
     keys_raw = (
         api_keys_env.split(",") if api_keys_env else _as_list(server.api_keys, source, "server.api_keys")
     )
     server = replace(server, api_keys=tuple(k.strip() for k in keys_raw if k and k.strip()))
 
-    retry = _section(raw, "retry", RetryConfig, environ, source)
+    retry = _section(raw, "retry", RetryConfig, source)
     overrides = {}
     for name, cast in (("max_attempts", int), ("base_delay", float), ("max_delay", float)):
         value = environ.get(f"AI_PROXY_RETRY_{name.upper()}")
@@ -207,7 +211,7 @@ def parse_config(raw: Any, environ: Mapping[str, str], source: str = "config.yam
     retry = replace(retry, **overrides)
 
     storage = environ.get("AI_PROXY_STORAGE") or environ.get("REDIS_URL") or raw.get("storage") or "memory"
-    storage = substitute(str(storage), environ).strip()
+    storage = str(storage).strip()
     if storage != "memory" and not storage.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"{source}: field 'storage': must be 'memory' or a redis:// URL")
 
@@ -221,10 +225,10 @@ def parse_config(raw: Any, environ: Mapping[str, str], source: str = "config.yam
     return Config(
         models=tuple(models),
         server=server,
-        http=_section(raw, "http", HttpConfig, environ, source),
+        http=_section(raw, "http", HttpConfig, source),
         retry=retry,
-        breaker=_section(raw, "breaker", BreakerConfig, environ, source),
-        routing=_section(raw, "routing", RoutingConfig, environ, source),
+        breaker=_section(raw, "breaker", BreakerConfig, source),
+        routing=_section(raw, "routing", RoutingConfig, source),
         storage=storage,
         source=source,
         log_level=log_level,
@@ -252,7 +256,18 @@ _NUMBER_FIELDS = {
 }
 
 
-def _parse_model(entry: Any, index: int, environ: Mapping[str, str], source: str) -> ModelConfig:
+def _substitute_all(value: Any, environ: Mapping[str, str]) -> Any:
+    """Substitute variables in every string of the parsed YAML."""
+    if isinstance(value, str):
+        return substitute(value, environ)
+    if isinstance(value, dict):
+        return {key: _substitute_all(item, environ) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_substitute_all(item, environ) for item in value]
+    return value
+
+
+def _parse_model(entry: Any, index: int, token_raw: Any, source: str) -> ModelConfig:
     label = f"model #{index + 1}"
     if not isinstance(entry, dict):
         raise ConfigError(f"{source}: {label}: must be a mapping of fields")
@@ -274,7 +289,7 @@ def _parse_model(entry: Any, index: int, environ: Mapping[str, str], source: str
             "(any other OpenAI-compatible service is provider: openai with its url)",
         )
 
-    url = substitute(str(entry.get("url") or ""), environ).strip()
+    url = str(entry.get("url") or "").strip()
     if not url:
         raise fail("url", "required")
     if not url.startswith(("http://", "https://")):
@@ -285,8 +300,6 @@ def _parse_model(entry: Any, index: int, environ: Mapping[str, str], source: str
     for key, value in entry.items():
         if key not in known or key in ("name", "provider", "url", "enabled"):
             continue
-        if isinstance(value, str):
-            value = substitute(value, environ)
         if key in _NUMBER_FIELDS:
             if value is None or value == "":
                 value = 0
@@ -299,7 +312,6 @@ def _parse_model(entry: Any, index: int, environ: Mapping[str, str], source: str
             value = number
         values[key] = value
 
-    token_raw = entry.get("token")
     token = str(values.pop("token", "") or "").strip()
     kind = str(values.pop("kind", "chat") or "chat").strip().lower()
     if kind not in KINDS:
@@ -320,7 +332,7 @@ def _parse_model(entry: Any, index: int, environ: Mapping[str, str], source: str
     headers = values.pop("headers", None) or {}
     if not isinstance(headers, dict):
         raise fail("headers", "must be a mapping of header names to values")
-    headers = {str(k): substitute(str(v), environ) for k, v in headers.items()}
+    headers = {str(k): str(v) for k, v in headers.items()}
     verify = values.pop("verify_ssl_certs", True)
     if isinstance(verify, str) and verify.lower() in ("true", "false"):
         verify = verify.lower() == "true"
@@ -362,7 +374,7 @@ def default_upstream_model(name: str, provider: str) -> str:
     return upstream
 
 
-def _section(raw: dict, key: str, cls: type, environ: Mapping[str, str], source: str) -> Any:
+def _section(raw: dict, key: str, cls: type, source: str) -> Any:
     section = raw.get(key) or {}
     if not isinstance(section, dict):
         raise ConfigError(f"{source}: field '{key}': must be a mapping")
@@ -372,8 +384,6 @@ def _section(raw: dict, key: str, cls: type, environ: Mapping[str, str], source:
         if f.name not in section:
             continue
         value = section[f.name]
-        if isinstance(value, str):
-            value = substitute(value, environ)
         default = getattr(defaults, f.name)
         try:
             values[f.name] = _coerce(value, default)

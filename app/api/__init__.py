@@ -1,0 +1,13 @@
+"""The web layer: one blueprint per area; no business logic lives here."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from app.api import chat, health, hooks, images, models, quota
+
+
+def register(app: Flask) -> None:
+    hooks.install(app)
+    for module in (health, chat, models, images, quota):
+        app.register_blueprint(module.bp)

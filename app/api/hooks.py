@@ -1,0 +1,132 @@
+"""Request hooks for every blueprint: request id, client auth, error rendering, the access log."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+import time
+import uuid
+
+from flask import Flask, Response, g, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from app.api.render import error_response, services
+from app.errors import (
+    AuthenticationFailed,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    ProxyError,
+    RequestTooLarge,
+)
+from app.gateway import Trace
+
+log = logging.getLogger("ai_proxy.access")
+errors_log = logging.getLogger("ai_proxy.errors")
+
+PUBLIC_ENDPOINTS = frozenset({"health.health", "health.ping", "static"})
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+
+
+def install(app: Flask) -> None:
+    keys = tuple(k.encode() for k in app.extensions["ai_proxy"].config.server.api_keys)
+    public = set(PUBLIC_ENDPOINTS)
+    if app.extensions["ai_proxy"].config.server.metrics_public:
+        public.add("metrics.metrics")
+
+    @app.before_request
+    def start() -> Response | None:
+        g.started = time.perf_counter()
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming if _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+        g.trace = Trace()
+        if keys and request.endpoint not in public and not _authorized(keys):
+            return error_response(
+                AuthenticationFailed("Invalid or missing API key. Send it as 'Authorization: Bearer <key>'.")
+            )
+        return None
+
+    @app.after_request
+    def finish(response: Response) -> Response:
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        trace = g.get("trace")
+        if trace is not None and trace.served and request.endpoint not in public:
+            response.headers.setdefault("X-AI-Proxy-Model", trace.served)
+        if log.isEnabledFor(logging.INFO):
+            response.call_on_close(_access_logger(request.method, request.path, response.status_code))
+        return response
+
+    @app.errorhandler(ProxyError)
+    def proxy_error(error: ProxyError) -> Response:
+        return error_response(error)
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Response:
+        return error_response(_from_http(error))
+
+    @app.errorhandler(Exception)
+    def unexpected(error: Exception) -> Response:
+        errors_log.error(
+            "unhandled %s on %s %s (request %s)",
+            type(error).__name__,
+            request.method,
+            request.path,
+            g.get("request_id"),
+            exc_info=error,
+        )
+        return error_response(ProxyError("The proxy hit an internal error; it has been logged."))
+
+
+def _authorized(keys: tuple[bytes, ...]) -> bool:
+    """Constant-time comparison against every configured key."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return False
+    given = token.strip().encode()
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(given, key)
+    return matched
+
+
+def _from_http(error: HTTPException) -> ProxyError:
+    if isinstance(error, RequestEntityTooLarge):
+        limit = services().config.server.max_body_bytes
+        return RequestTooLarge(f"Request body is larger than the limit of {limit} bytes")
+    if error.code == 404:
+        return NotFound(f"No such endpoint: {request.method} {request.path}")
+    if error.code == 405:
+        return MethodNotAllowed(f"Method {request.method} is not allowed on {request.path}")
+    return InvalidRequest(error.description or "Bad request", status=error.code or 400)
+
+
+def _access_logger(method: str, path: str, status: int):
+    trace: Trace = g.trace
+    request_id = g.request_id
+    started = g.started
+
+    def write() -> None:
+        log.info(
+            "%s %s %s",
+            method,
+            path,
+            status,
+            extra={
+                "request_id": request_id,
+                "status": status,
+                "method": method,
+                "path": path,
+                "model": trace.asked or None,
+                "served": trace.served or None,
+                "attempts": trace.attempts,
+                "fallbacks": trace.fallbacks,
+                "upstream_ms": round(trace.upstream_ms, 2),
+                "first_token_ms": None if trace.first_token_ms is None else round(trace.first_token_ms, 2),
+                "total_ms": round((time.perf_counter() - started) * 1000.0, 2),
+                "stream_error": trace.stream_error,
+            },
+        )
+
+    return write

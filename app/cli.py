@@ -1,0 +1,116 @@
+"""Command line: `python -m app serve|check-config|--version`, and the WSGI app builder."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from app import __version__
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load(path: str | None = None):
+    """.env first (it never overrides the real environment), then the config file."""
+    from dotenv import load_dotenv
+
+    from app.config import load_config
+
+    load_dotenv(override=False)
+    return load_config(path)
+
+
+def check_workers(config, environ=os.environ) -> None:
+    """Memory storage is per process: several workers would each grant the whole quota."""
+    from app.config import ConfigError
+
+    workers = environ.get("WEB_CONCURRENCY", "1").strip() or "1"
+    if config.storage == "memory" and workers.isdigit() and int(workers) > 1:
+        raise ConfigError(
+            f"{config.source}: field 'storage': memory storage with WEB_CONCURRENCY={workers} would "
+            "multiply every quota by the worker count; set AI_PROXY_STORAGE or REDIS_URL to a "
+            "redis:// URL, or run one worker"
+        )
+
+
+def app_or_exit():
+    """The Flask app for gunicorn; a bad configuration exits with one clear line, no traceback."""
+    from app import create_app
+    from app.config import ConfigError
+
+    try:
+        config = _load()
+        check_workers(config)
+        return create_app(config)
+    except ConfigError as exc:
+        print(f"ai-proxy: configuration error: {exc}", file=sys.stderr, flush=True)
+        os._exit(2)  # gunicorn would print a traceback for SystemExit raised while loading
+
+
+def check_config(path: str | None) -> int:
+    from app.config import ConfigError
+
+    try:
+        config = _load(path)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    rows = [("MODEL", "PROVIDER", "KIND", "GROUP", "PRIO", "RPM/RPH/RPD", "TPM/TPD", "STATUS")]
+    for m in config.models:
+        rows.append(
+            (
+                m.name,
+                m.provider,
+                m.kind,
+                m.group or "-",
+                str(m.priority),
+                f"{m.requests_per_minute or '-'}/{m.requests_per_hour or '-'}/{m.requests_per_day or '-'}",
+                f"{m.tokens_per_minute or '-'}/{m.tokens_per_day or '-'}",
+                "enabled" if m.enabled else "disabled (empty token)",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    groups = sorted({m.group for m in config.enabled_models if m.group})
+    print(
+        f"\n{config.source}: {len(config.enabled_models)} of {len(config.models)} models enabled; "
+        f"groups: {', '.join(groups) or 'none'}; storage: "
+        f"{'memory' if config.storage == 'memory' else 'redis'}"
+    )
+    return 0
+
+
+def serve(config_path: str | None, port: int | None) -> int:
+    """Run gunicorn with the shipped settings (replaces this process)."""
+    env = dict(os.environ)
+    if config_path:
+        env["AI_PROXY_CONFIG"] = str(Path(config_path).resolve())
+    elif "AI_PROXY_CONFIG" not in env and (Path.cwd() / "config.yaml").is_file():
+        env["AI_PROXY_CONFIG"] = str(Path.cwd() / "config.yaml")
+    if port is not None:
+        env["PORT"] = str(port)
+    args = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "--chdir", str(ROOT)]
+    os.execve(sys.executable, [*args, "wsgi:app"], env)
+    return 0  # pragma: no cover
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m app", description="ai-proxy: one OpenAI endpoint.")
+    parser.add_argument("--version", action="version", version=f"ai-proxy {__version__}")
+    commands = parser.add_subparsers(dest="command")
+    run = commands.add_parser("serve", help="serve the API with gunicorn")
+    run.add_argument("--config", help="config file (default: $AI_PROXY_CONFIG or ./config.yaml)")
+    run.add_argument("--port", type=int, help="port (default: $PORT or 8080)")
+    check = commands.add_parser("check-config", help="validate a config and print its model table")
+    check.add_argument("path", nargs="?", help="config file (default: $AI_PROXY_CONFIG or ./config.yaml)")
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return serve(args.config, args.port)
+    if args.command == "check-config":
+        return check_config(args.path)
+    parser.print_help()
+    return 2
