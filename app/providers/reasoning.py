@@ -51,7 +51,7 @@ class ReasoningStream:
             if state is None:
                 state = self._choices[choice.get("index", 0)] = _ChoiceState()
             text = delta.get("content")
-            if isinstance(text, str) and text and not state.done:
+            if isinstance(text, str) and text and (not state.done or state.trim):
                 reasoning, content = state.feed(text)
                 delta["content"] = content
                 if reasoning and self._mode == "split":
@@ -64,15 +64,20 @@ class ReasoningStream:
 
 
 class _ChoiceState:
-    __slots__ = ("done", "inside", "pending")
+    __slots__ = ("done", "inside", "pending", "trim")
 
     def __init__(self) -> None:
         self.pending = ""  # text held back until we know which side of a tag it belongs to
         self.inside = False
         self.done = False
+        self.trim = False  # after </think>: drop whitespace until the answer starts
 
     def feed(self, text: str) -> tuple[str, str]:
         """(reasoning, content) that can be released after seeing `text`."""
+        if self.trim:
+            text = text.lstrip()
+            self.trim = not text
+            return "", text
         buffer = self.pending + text
         self.pending = ""
         if not self.inside:
@@ -88,7 +93,9 @@ class _ChoiceState:
         end = buffer.find(CLOSE)
         if end >= 0:
             self.inside, self.done = False, True
-            return buffer[:end], buffer[end + len(CLOSE) :].lstrip()
+            rest = buffer[end + len(CLOSE) :].lstrip()
+            self.trim = not rest
+            return buffer[:end], rest
         keep = _partial_suffix(buffer, CLOSE)
         if keep:
             self.pending = buffer[-keep:]
