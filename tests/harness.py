@@ -1,0 +1,283 @@
+"""End-to-end harness: the real app under gunicorn, configured only through env vars (DESIGN.md).
+
+    with GunicornServer({"models": [...]}, env={"AI_PROXY_API_KEYS": "test-key"}) as server:
+        client = openai_client(server)
+        client.chat.completions.create(model="SMALL", messages=[...])
+        assert "sk-" not in server.log_text()
+
+Each server runs in its own session (process group), which is always killed on `stop()` and at exit.
+Inherited `AI_PROXY_*`, `REDIS_URL`, `PORT`, `HOST`, `WEB_CONCURRENCY` are dropped from the
+environment so a developer's shell cannot change a test; pass what a test needs via `env`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import http.client
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Self
+
+import openai
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+_SCRUBBED = {"REDIS_URL", "PORT", "HOST", "WEB_CONCURRENCY"}
+_live: set[GunicornServer] = set()
+
+
+class ServerStartError(RuntimeError):
+    """gunicorn exited or never answered the health check; the message ends with its log tail."""
+
+
+def free_port() -> int:
+    """A TCP port that was free on 127.0.0.1 a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def child_env(extra: Mapping[str, str | None] | None = None) -> dict[str, str]:
+    """os.environ without the app's own variables, plus `extra` (a None value unsets a name)."""
+    env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED and not k.startswith("AI_PROXY_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    for key, value in (extra or {}).items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return env
+
+
+class GunicornServer:
+    """`python -m gunicorn -c <gunicorn_conf> <app_module>` in `cwd`, bound to 127.0.0.1:<port>.
+
+    `config_yaml` is YAML text or a dict, written to a file named by `AI_PROXY_CONFIG` (None: unset).
+    Nothing runs until `start()` (or `with`). Output goes to `workdir/gunicorn.log` (a private temp
+    dir, removed on stop, when `workdir` is None).
+    """
+
+    def __init__(
+        self,
+        config_yaml: str | Mapping[str, Any] | None,
+        env: Mapping[str, str | None] | None = None,
+        workers: int = 1,
+        threads: int | None = None,
+        port: int | None = None,
+        *,
+        cwd: Path | str = REPO_ROOT,
+        app_module: str = "wsgi:app",
+        gunicorn_conf: str = "gunicorn.conf.py",
+        workdir: Path | None = None,
+        startup_timeout: float = 15.0,
+        health_path: str = "/health",
+    ) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.base_url = self.url + "/v1"
+        self.workers = workers
+        self.cwd = Path(cwd)
+        self.command = [sys.executable, "-m", "gunicorn", "-c", gunicorn_conf, app_module]
+        self.startup_timeout = startup_timeout
+        self.health_path = health_path
+        self._own_workdir = workdir is None
+        self.workdir = Path(tempfile.mkdtemp(prefix="ai-proxy-e2e-")) if workdir is None else workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.workdir / "gunicorn.log"
+        self.config_path: Path | None = None
+        settings: dict[str, str | None] = {
+            "HOST": "127.0.0.1",
+            "PORT": str(self.port),
+            "WEB_CONCURRENCY": str(workers),
+        }
+        if threads is not None:
+            settings["AI_PROXY_THREADS"] = str(threads)
+        if config_yaml is not None:
+            self.config_path = self.workdir / "config.yaml"
+            text = (
+                config_yaml
+                if isinstance(config_yaml, str)
+                else yaml.safe_dump(dict(config_yaml), sort_keys=False)
+            )
+            self.config_path.write_text(text)
+            settings["AI_PROXY_CONFIG"] = str(self.config_path)
+        self.env = child_env({**settings, **(env or {})})
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._final_log: str | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Start gunicorn and wait for `health_path` to answer 200 and for every worker to exist."""
+        with open(self.log_path, "ab") as log:
+            self._proc = subprocess.Popen(
+                self.command,
+                cwd=self.cwd,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        _live.add(self)
+        deadline = time.monotonic() + self.startup_timeout
+        while not self._healthy():
+            self._check_alive_before(deadline, f"GET {self.health_path} answered 200")
+            time.sleep(0.05)
+        while len(self.pids()) < 1 + self.workers:
+            self._check_alive_before(deadline, f"{self.workers} worker(s) were running")
+            time.sleep(0.05)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+        """Send `sig` to the master, wait up to `timeout` s, then SIGKILL the whole process group.
+
+        Returns the master's exit code (negative: killed by that signal); None if never started.
+        """
+        proc = self._proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, sig)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._kill_group()
+                proc.wait(5)
+        self._kill_group()
+        _live.discard(self)
+        if self._own_workdir and self.workdir.exists():
+            self._final_log = self.log_text()
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        return proc.returncode
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop(signal.SIGKILL)
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- inspection -----------------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise RuntimeError("server not started")
+        return self._proc.pid
+
+    def pids(self) -> list[int]:
+        """The master and its live children (the workers), master first; [] once it is gone."""
+        if self._proc is None or self._proc.poll() is not None:
+            return []
+        return [self.pid, *_children(self.pid)]
+
+    def log_text(self) -> str:
+        """Everything gunicorn and the app wrote to stdout/stderr so far."""
+        if self._final_log is not None:
+            return self._final_log
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def wait_for_log(self, pattern: str, timeout: float = 5.0) -> re.Match[str]:
+        """Wait until the log matches the regex `pattern`; raise TimeoutError with the tail otherwise."""
+        deadline = time.monotonic() + timeout
+        while (match := re.search(pattern, self.log_text())) is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no log line matched {pattern!r} in {timeout}s:\n{self.log_tail()}")
+            time.sleep(0.05)
+        return match
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _healthy(self) -> bool:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
+        try:
+            conn.request("GET", self.health_path)
+            return conn.getresponse().status == 200
+        except (OSError, http.client.HTTPException):
+            return False
+        finally:
+            conn.close()
+
+    def _check_alive_before(self, deadline: float, waiting_for: str) -> None:
+        assert self._proc is not None
+        code = self._proc.poll()
+        if code is None and time.monotonic() < deadline:
+            return
+        reason = f"exited with {code}" if code is not None else f"timed out after {self.startup_timeout}s"
+        self.stop(signal.SIGKILL)
+        raise ServerStartError(
+            f"gunicorn ({' '.join(self.command[2:])} in {self.cwd}) {reason} before {waiting_for}; "
+            f"log {self.log_path}:\n{self.log_tail()}"
+        )
+
+    def _kill_group(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of `pid`, read from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return sorted(found)
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for server in list(_live):
+        server._kill_group()
+
+
+def run_cli(
+    *args: str,
+    env: Mapping[str, str | None] | None = None,
+    cwd: Path | str = REPO_ROOT,
+    timeout: float = 30.0,
+    input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m app *args` in `cwd` with `child_env(env)`; output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        cwd=cwd,
+        env=child_env(env),
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def openai_client(server: Any, api_key: str = "test-key", **kwargs: Any) -> openai.OpenAI:
+    """An `openai.OpenAI` for `server` (anything with `.base_url`, or a URL): no retries, 10 s timeout."""
+    base_url = server if isinstance(server, str) else server.base_url
+    kwargs.setdefault("timeout", 10.0)
+    kwargs.setdefault("max_retries", 0)
+    return openai.OpenAI(base_url=base_url, api_key=api_key, **kwargs)
