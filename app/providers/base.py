@@ -194,6 +194,129 @@ class HttpProvider(Provider):
 # --- shared helpers for adapters ------------------------------------------------------------
 
 
+def bearer_headers(model: ModelConfig) -> tuple[dict[str, str], dict[str, str]]:
+    """JSON request headers with the model's extra headers and bearer token: (plain, for a stream)."""
+    headers = {"Content-Type": "application/json", **model.headers}
+    if model.token:
+        headers["Authorization"] = f"Bearer {model.token}"
+    return headers, {**headers, "Accept": "text/event-stream"}
+
+
+def content_text(content: Any) -> str:
+    """The text of an OpenAI message `content`: the string, or its text parts joined by newlines."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(
+            str(part.get("text") or "")
+            for part in content
+            if isinstance(part, dict) and part.get("type") == "text"
+        )
+    return ""
+
+
+def function_tools(body: Mapping[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
+    """The request's function tools (name, description, parameters only) and its `tool_choice` as
+    "auto" | "none" | "required" | None; a named function becomes "required" over that tool alone,
+    for upstreams that cannot name one."""
+    tools = []
+    for tool in body.get("tools") or ():
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if isinstance(function, dict) and function.get("name"):
+            keep = {k: function[k] for k in ("name", "description", "parameters") if k in function}
+            tools.append({"type": "function", "function": keep})
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        return [t for t in tools if t["function"]["name"] == name], "required"
+    return tools, choice if choice in ("auto", "none", "required") else None
+
+
+def renamed_params(body: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, Any]:
+    """The request's parameters that are set, renamed by `names` (OpenAI's -> the upstream's);
+    `max_completion_tokens` is read as `max_tokens`."""
+    values = {**body, "max_tokens": body.get("max_completion_tokens") or body.get("max_tokens")}
+    return {theirs: values[ours] for ours, theirs in names.items() if values.get(ours) is not None}
+
+
+def json_format(body: Mapping[str, Any]) -> tuple[str | None, Any]:
+    """The request's `response_format` as ("json_object" | "json_schema" | None, its JSON schema)."""
+    response_format = body.get("response_format")
+    if not isinstance(response_format, dict):
+        return None, None
+    kind = response_format.get("type")
+    if kind == "json_schema":
+        return kind, (response_format.get("json_schema") or {}).get("schema")
+    return (kind, None) if kind == "json_object" else (None, None)
+
+
+def openai_usage(
+    prompt_tokens: int, completion_tokens: int, cached_tokens: int | None = None
+) -> dict[str, Any]:
+    usage: dict[str, Any] = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+    if cached_tokens:
+        usage["prompt_tokens_details"] = {"cached_tokens": cached_tokens}
+    return usage
+
+
+def chat_completion(
+    completion_id: str,
+    model: str,
+    message: dict[str, Any],
+    finish_reason: str,
+    usage: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """A one-choice OpenAI chat.completion; `message` holds the fields beside `role`."""
+    body: dict[str, Any] = {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", **message}, "finish_reason": finish_reason}
+        ],
+    }
+    if usage:
+        body["usage"] = usage
+    return body
+
+
+class ChunkWriter:
+    """Builds the OpenAI chunks of one single-choice stream; the first delta carries the role."""
+
+    __slots__ = ("_started", "created", "id", "model")
+
+    def __init__(self, chunk_id: str, model: str) -> None:
+        self.id = chunk_id
+        self.model = model
+        self.created = int(time.time())
+        self._started = False
+
+    def _chunk(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+        }
+
+    def delta(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+        if not self._started:
+            self._started = True
+            delta = {"role": "assistant", **delta}
+        return self._chunk([{"index": 0, "delta": delta, "finish_reason": finish_reason}])
+
+    def usage(self, usage: dict[str, Any]) -> dict[str, Any]:
+        chunk = self._chunk([])
+        chunk["usage"] = usage
+        return chunk
+
+
 def openai_error_message(body: bytes) -> str:
     """The message of an OpenAI-style error envelope (also a bare list of them, as Gemini's compat)."""
     try:
