@@ -6,11 +6,13 @@ calls that model's provider, reports the outcome back to the router and falls ba
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -116,6 +118,8 @@ class Gateway:
         self._sleep = sleep
         self._jitter = jitter
         self._heartbeat = config.server.heartbeat_seconds
+        # Opens upstream streams in the background while the client gets heartbeats.
+        self._opener = ThreadPoolExecutor(max_workers=256, thread_name_prefix="ai-proxy-open")
 
     # --- public entry points -----------------------------------------------------------------
     def chat(self, body: dict[str, Any], trace: Trace) -> ChatAnswer:
@@ -131,12 +135,31 @@ class Gateway:
         return ChatAnswer(answer, reservation.model, self.router.ratelimit_headers(reservation.model))
 
     def chat_stream(self, body: dict[str, Any], trace: Trace) -> StreamAnswer:
-        """Open the upstream stream (errors before it opens are ordinary HTTP errors) and relay it."""
+        """Open the upstream stream and relay it. Errors while it opens are ordinary HTTP errors,
+        unless opening takes longer than `heartbeat_seconds`: then the answer starts at once (200)
+        with heartbeats, so that no proxy or load balancer in between gives up on the first byte,
+        and a later failure is an error event."""
+        started = time.perf_counter()
         attempts = self._plan(body, "chat", trace)
-        reservation, upstream = self._run(attempts, lambda p: p.stream(body))
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
-        events = self._relay(attempts, reservation, upstream, body, include_usage)
+
+        def open_stream() -> tuple[Reservation, ChunkStream]:
+            return self._run(attempts, lambda p: p.stream(body))
+
+        if self._heartbeat <= 0:
+            reservation, upstream = open_stream()
+        else:
+            opening = self._opener.submit(open_stream)
+            try:
+                reservation, upstream = opening.result(timeout=self._heartbeat)
+            except TimeoutError:
+                model = next(
+                    (m for m in attempts.candidates if m.name == trace.served), attempts.candidates[0]
+                )
+                events = self._relay_when_open(attempts, opening, body, include_usage, started)
+                return StreamAnswer(model, self.router.ratelimit_headers(model), events)
+        events = self._relay(attempts, reservation, upstream, body, include_usage, started)
         return StreamAnswer(reservation.model, self.router.ratelimit_headers(reservation.model), events)
 
     def image(self, body: dict[str, Any], trace: Trace) -> ImageAnswer:
@@ -254,17 +277,18 @@ class Gateway:
         upstream: ChunkStream,
         body: dict[str, Any],
         include_usage: bool,
+        started: float,
     ) -> Iterator[bytes]:
         """Relay chunks as they arrive; before any content a failure is retried invisibly,
         after it the stream ends with an OpenAI error event and [DONE], never silently."""
         trace = attempts.trace
-        started = time.perf_counter()
         sent_content = False
         try:
             while True:
                 model = reservation.model
                 reasoning = ReasoningStream(model.reasoning) if model.reasoning != "keep" else None
                 usage: dict[str, Any] | None = None
+                held: list[bytes] = []  # chunks before the first content (role): dropped on a retry
                 try:
                     for item in self._with_heartbeat(upstream):
                         if item is None:
@@ -278,21 +302,29 @@ class Gateway:
                             continue
                         if reasoning is not None:
                             reasoning.process(item)
-                        if not sent_content and has_content(item):
+                        if not sent_content:
+                            if not has_content(item):
+                                held.append(encode(item))
+                                continue
                             sent_content = True
                             trace.first_token_ms = (time.perf_counter() - started) * 1000.0
+                            yield from held
                         yield encode(item)
                     if not sent_content:
                         raise UpstreamError(f"Upstream stream for model {model.name} ended without content")
                 except ProxyError as exc:
-                    upstream.close()
+                    _close(upstream)
                     if sent_content:
                         self.router.failed(reservation, exc)
                         trace.stream_error = exc.message
                         yield error_event(exc)
                         yield DONE
                         return
-                    reservation, upstream = self._recover(attempts, reservation, exc, body)
+                    if self._heartbeat <= 0:
+                        reservation, upstream = self._recover(attempts, reservation, exc, body)
+                    else:
+                        retry = self._opener.submit(self._recover, attempts, reservation, exc, body)
+                        reservation, upstream = yield from self._heartbeats_until(retry)
                     continue
                 trace.usage = usage
                 self.router.succeeded(reservation, upstream.headers, _total_tokens(usage))
@@ -303,7 +335,44 @@ class Gateway:
             yield error_event(exc)
             yield DONE
         finally:
-            upstream.close()
+            _close(upstream)
+
+    def _relay_when_open(
+        self,
+        attempts: _Attempts,
+        opening: Future[tuple[Reservation, ChunkStream]],
+        body: dict[str, Any],
+        include_usage: bool,
+        started: float,
+    ) -> Iterator[bytes]:
+        """Heartbeats until the upstream stream opens, then the relay; failing to open is an error event."""
+        try:
+            reservation, upstream = yield from self._heartbeats_until(opening)
+        except ProxyError as exc:
+            attempts.trace.stream_error = exc.message
+            yield error_event(exc)
+            yield DONE
+            return
+        yield from self._relay(attempts, reservation, upstream, body, include_usage, started)
+
+    def _heartbeats_until(
+        self, opening: Future[tuple[Reservation, ChunkStream]]
+    ) -> Generator[bytes, None, tuple[Reservation, ChunkStream]]:
+        """A heartbeat every `heartbeat_seconds` until the background open is done; its result.
+        If the client leaves first, the stream is closed as soon as it opens."""
+        taken = False
+        try:
+            while True:
+                try:
+                    result = opening.result(timeout=self._heartbeat)
+                except TimeoutError:
+                    yield HEARTBEAT
+                    continue
+                taken = True
+                return result
+        finally:
+            if not taken:
+                opening.add_done_callback(_close_opened)
 
     def _recover(
         self, attempts: _Attempts, reservation: Reservation, failure: ProxyError, body: dict[str, Any]
@@ -347,6 +416,17 @@ class Gateway:
                 return
             else:
                 raise value
+
+
+def _close(upstream: ChunkStream) -> None:
+    """Free an upstream stream. Closing must never raise: it runs on the way to an error event."""
+    with contextlib.suppress(Exception):
+        upstream.close()
+
+
+def _close_opened(opening: Future[tuple[Reservation, ChunkStream]]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        _close(opening.result()[1])
 
 
 def _total_tokens(usage: dict[str, Any] | None) -> int | None:
