@@ -1,0 +1,477 @@
+"""The GigaChat provider with the REAL `gigachat` SDK against a fake GigaChat over HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from app.config import HttpConfig, ModelConfig
+from app.errors import (
+    InvalidRequest,
+    RateLimited,
+    UpstreamAuthError,
+    UpstreamBadRequest,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from app.http import SessionPool
+from app.providers import build_provider
+from app.providers.gigachat import GigaChat
+from tests.fakes.gigachat import FakeGigaChat
+
+HTTP = HttpConfig(connect_timeout=2.0, read_timeout=5.0, stream_idle_timeout=5.0)
+HI = {"model": "gigachat/GigaChat-2", "messages": [{"role": "user", "content": "Привет"}]}
+STATE_ID = "77d3fb14-457a-46ba-937e-8d856156d003"
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "weather_forecast",
+        "description": "Возвращает температуру",
+        "parameters": {
+            "type": "object",
+            "properties": {"location": {"type": "string"}, "num_days": {"type": "integer", "minimum": 0}},
+            "required": ["location"],
+        },
+    },
+}
+
+
+@pytest.fixture(autouse=True)
+def no_gigachat_env(monkeypatch):
+    """GIGACHAT_* variables silently change the SDK's defaults."""
+    for name in list(os.environ):
+        if name.startswith("GIGACHAT_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def fake():
+    with FakeGigaChat() as server:
+        yield server
+
+
+@pytest.fixture
+def make(fake):
+    made: list[GigaChat] = []
+
+    def build(http: HttpConfig = HTTP, **overrides) -> GigaChat:
+        model = fake.model_config(**overrides)
+        provider = build_provider(model, SessionPool(http), http)
+        assert isinstance(provider, GigaChat)
+        made.append(provider)
+        return provider
+
+    yield build
+    for provider in made:
+        provider.close()
+
+
+def bearer(req) -> str:
+    return req.headers.get("Authorization", "")
+
+
+# --- basic calls and the OAuth exchange ----------------------------------------------------------
+
+
+def test_complete_fetches_a_token_and_calls_the_v1_api(fake, make):
+    provider = make()
+    answer = provider.complete(HI)
+    assert answer.body["choices"][0]["message"]["content"] == "Привет! Чем могу помочь?"
+    assert answer.body["usage"]["total_tokens"] == 20
+    assert answer.headers["x-request-id"]
+
+    (oauth,) = fake.oauth_requests
+    assert oauth.headers["Authorization"] == "Basic " + base64.b64encode(b"cid:secret").decode()
+    assert oauth.headers["RqUID"]
+    assert oauth.body == b"scope=GIGACHAT_API_PERS"
+    (chat,) = fake.chat_requests
+    assert bearer(chat) == f"Bearer {fake.issued_tokens[0]}"
+    assert chat.json == {"model": "GigaChat-2", "messages": [{"role": "user", "content": "Привет"}]}
+
+
+def test_an_authorization_key_works_like_the_pair(fake, make):
+    provider = make(token=fake.authorization_key)
+    assert provider.complete(HI).body["choices"][0]["finish_reason"] == "stop"
+
+
+def test_scope_is_configurable(make):
+    with FakeGigaChat(scope="GIGACHAT_API_CORP") as corp:
+        model = corp.model_config(scope="GIGACHAT_API_CORP")
+        provider = GigaChat(model, SessionPool(HTTP), HTTP)
+        try:
+            provider.complete(HI)
+        finally:
+            provider.close()
+        assert corp.oauth_requests[0].body == b"scope=GIGACHAT_API_CORP"
+
+
+def test_the_fake_speaks_the_models_route_to_the_sdk(make):
+    provider = make()
+    ids = [m.id_ for m in provider._sdk.get_models().data]
+    assert ids == ["GigaChat", "GigaChat-2", "GigaChat-2-Max", "Embeddings"]
+
+
+# --- one token, shared by many threads --------------------------------------------------------
+
+
+def test_one_token_is_fetched_once_for_many_threads(fake, make):
+    provider = make()
+    start = threading.Barrier(20)
+
+    def call(_):
+        start.wait()
+        return provider.complete(HI).body["choices"][0]["message"]["content"]
+
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(call, range(20)))
+    assert answers == ["Привет! Чем могу помочь?"] * 20
+    assert len(fake.oauth_requests) == 1
+    assert {bearer(r) for r in fake.chat_requests} == {f"Bearer {fake.issued_tokens[0]}"}
+
+
+def test_token_is_refreshed_before_it_expires(fake, make):
+    fake.token_ttl = 61.0  # the SDK refreshes 60 s before expiry: usable for ~1 s
+    provider = make()
+    provider.complete(HI)
+    provider.complete(HI)
+    assert len(fake.oauth_requests) == 1
+    time.sleep(1.2)
+    provider.complete(HI)
+    assert len(fake.oauth_requests) == 2
+    first, second = fake.issued_tokens
+    assert [bearer(r) for r in fake.chat_requests] == [f"Bearer {first}"] * 2 + [f"Bearer {second}"]
+
+
+def test_a_rejected_token_is_refreshed_once_and_the_call_retried(fake, make):
+    provider = make()
+    provider.complete(HI)
+    fake.revoke()
+    answer = provider.complete(HI)
+    assert answer.body["choices"][0]["message"]["content"]
+    assert len(fake.oauth_requests) == 2
+    first, second = fake.issued_tokens
+    assert [bearer(r) for r in fake.chat_requests] == [f"Bearer {first}"] * 2 + [f"Bearer {second}"]
+
+
+def test_many_threads_hitting_a_401_together_cause_one_refresh(fake, make):
+    """The SDK's own 401 reset is unconditional: 20 threads would fetch ~10 tokens; ours fetch one."""
+    provider = make()
+    provider.complete(HI)
+    fake.revoke()
+    start = threading.Barrier(20)
+
+    def call(_):
+        start.wait()
+        return provider.complete(HI)
+
+    with ThreadPoolExecutor(20) as pool:
+        list(pool.map(call, range(20)))
+    assert len(fake.oauth_requests) == 2
+
+
+def test_a_401_after_the_retry_is_an_auth_error(fake, make):
+    provider = make()
+    provider.complete(HI)
+    fake.reject_all_tokens = True
+    with pytest.raises(UpstreamAuthError):
+        provider.complete(HI)
+    assert len(fake.oauth_requests) == 2  # one refresh, then give up
+    assert len(fake.chat_requests) == 3
+
+
+def test_bad_credentials_are_an_auth_error_without_the_secret(fake, make, caplog):
+    caplog.set_level(logging.DEBUG)
+    provider = make(token="cid:WRONG-secret")
+    with pytest.raises(UpstreamAuthError) as info:
+        provider.complete(HI)
+    with pytest.raises(UpstreamAuthError):
+        provider.stream(HI)
+    key = base64.b64encode(b"cid:WRONG-secret").decode()
+    for text in (str(info.value), info.value.message, caplog.text):
+        assert "WRONG-secret" not in text and key not in text
+    assert "credentials doesn't match db data" in caplog.text  # the reason is logged for operators
+    assert fake.chat_requests == []
+
+
+def test_a_wrong_scope_is_an_auth_error(fake, make):
+    with pytest.raises(UpstreamAuthError):
+        make(scope="GIGACHAT_API_B2B").complete(HI)
+
+
+# --- streaming --------------------------------------------------------------------------------
+
+
+def test_stream_arrives_incrementally_and_ends_with_usage(fake, make):
+    fake.chunk_delay = 0.3
+    provider = make()
+    stream = provider.stream({**HI, "stream": True})
+    got = []
+    for chunk in stream:
+        got.append((time.monotonic(), chunk))
+    stream.close()
+    (req,) = fake.chat_requests
+    assert req.json["stream"] is True
+    assert req.headers["Accept"] == "text/event-stream"
+    texts = [c["choices"][0]["delta"].get("content") for _, c in got if c["choices"]]
+    assert texts == ["При", "вет", "!", None]
+    assert got[0][1]["choices"][0]["delta"]["role"] == "assistant"
+    assert got[-2][1]["choices"][0]["finish_reason"] == "stop"
+    assert got[-1][1]["choices"] == [] and got[-1][1]["usage"]["total_tokens"] == 20
+    # each piece reached us before the fake had written the next one
+    assert got[0][0] < req.sent_at[1] and got[1][0] < req.sent_at[2]
+    assert got[1][0] - got[0][0] > 0.2
+    assert stream.headers["x-request-id"]
+
+
+def test_stream_refreshes_a_rejected_token_too(fake, make):
+    provider = make()
+    provider.complete(HI)
+    fake.revoke()
+    chunks = list(provider.stream(HI))
+    assert chunks[-1]["usage"]
+    assert len(fake.oauth_requests) == 2
+
+
+def test_stream_errors_raise_from_stream(fake, make):
+    provider = make()
+    fake.push("chat", fake.error(429, "Too Many Requests", headers={"Retry-After": "3"}))
+    with pytest.raises(RateLimited) as info:
+        provider.stream(HI)
+    assert info.value.retry_after == 3.0
+    fake.push("chat", fake.error(500, "Internal Server Error"))
+    with pytest.raises(UpstreamError):
+        provider.stream(HI)
+
+
+def test_stream_cut_before_its_end_is_an_error(fake, make):
+    provider = make()
+    events = fake.stream_events(["a", "b"], done=False)[:-1]  # no finish_reason chunk
+    fake.push("chat", fake.sse(events))
+    stream = provider.stream(HI)
+    with pytest.raises(UpstreamError, match="ended before"):
+        list(stream)
+    fake.push("chat", fake.sse(fake.stream_events(["a", "b", "c"]), drop_after=1))
+    stream = provider.stream(HI)
+    with pytest.raises(UpstreamError):
+        list(stream)
+
+
+def test_closing_a_stream_early_closes_the_connection(fake, make):
+    provider = make()
+    fake.push("chat", fake.sse(fake.stream_events([f"t{i} " for i in range(40)]), chunk_delay=0.05))
+    stream = provider.stream(HI)
+    first = next(iter(stream))
+    assert first["choices"][0]["delta"]["content"] == "t0 "
+    stream.close()
+    req = fake.chat_requests[0]
+    deadline = time.monotonic() + 5
+    while not req.client_gone and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert req.client_gone
+    assert len(req.sent_at) < 40
+    # the provider keeps working on fresh connections
+    assert provider.complete(HI).body["choices"]
+
+
+def test_closing_from_another_thread_wakes_a_blocked_read(fake, make):
+    """The gateway reads in a pump thread and closes from the request thread when the client leaves."""
+    provider = make()
+    fake.push("chat", fake.sse(fake.stream_events(["a", "b"]), stall_after=1, stall_for=30))
+    stream = provider.stream(HI)
+    outcome: list[object] = []
+
+    def pump():
+        try:
+            outcome.extend(stream)
+            outcome.append("end")
+        except BaseException as exc:
+            outcome.append(exc)
+
+    reader = threading.Thread(target=pump)
+    reader.start()
+    time.sleep(0.3)
+    assert reader.is_alive()  # blocked in the stall
+    started = time.monotonic()
+    stream.close()
+    reader.join(timeout=3)
+    assert not reader.is_alive()
+    assert time.monotonic() - started < 2
+    assert outcome[-1] == "end"  # ended quietly, no error for a stream the client abandoned
+    assert provider.complete(HI).body["choices"]
+
+
+# --- tools ------------------------------------------------------------------------------------
+
+
+def test_tool_call_round_trip(fake, make):
+    provider = make()
+    fake.push(
+        "chat",
+        fake.answer(
+            fake.completion(
+                function_call={"name": "weather_forecast", "arguments": {"location": "Москва"}},
+                state_id=STATE_ID,
+            )
+        ),
+    )
+    request = {
+        **HI,
+        "messages": [{"role": "user", "content": "Какая погода в Москве?"}],
+        "tools": [WEATHER_TOOL],
+    }
+    first = provider.complete(request).body["choices"][0]
+    assert first["finish_reason"] == "tool_calls"
+    (call,) = first["message"]["tool_calls"]
+    assert call == {
+        "id": STATE_ID,
+        "type": "function",
+        "function": {"name": "weather_forecast", "arguments": '{"location": "Москва"}'},
+    }
+    sent = fake.chat_requests[0].json
+    assert sent["function_call"] == "auto"
+    assert sent["functions"][0]["parameters"] == WEATHER_TOOL["function"]["parameters"]  # schema verbatim
+
+    fake.push("chat", fake.answer(fake.completion("жарко, +27")))
+    follow_up = {
+        **request,
+        "messages": [
+            *request["messages"],
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": call["id"], "content": '{"temperature": 27}'},
+        ],
+    }
+    second = provider.complete(follow_up).body["choices"][0]
+    assert second["message"]["content"] == "жарко, +27"
+    assert fake.chat_requests[1].json["messages"][1:] == [
+        {
+            "role": "assistant",
+            "content": "",
+            "function_call": {"name": "weather_forecast", "arguments": {"location": "Москва"}},
+            "functions_state_id": STATE_ID,
+        },
+        {"role": "function", "content": '{"temperature": 27}', "name": "weather_forecast"},
+    ]
+
+
+def test_streamed_tool_call(fake, make):
+    provider = make()
+    fake.push(
+        "chat",
+        fake.sse(
+            fake.stream_events(
+                [],
+                function_call={"name": "weather_forecast", "arguments": {"location": "Москва"}},
+                state_id=STATE_ID,
+            )
+        ),
+    )
+    chunks = list(provider.stream({**HI, "tools": [WEATHER_TOOL], "tool_choice": "required"}))
+    assert fake.chat_requests[0].json["function_call"] == {"name": "weather_forecast"}
+    calls = [
+        c["choices"][0]["delta"]["tool_calls"]
+        for c in chunks
+        if c["choices"] and "tool_calls" in c["choices"][0]["delta"]
+    ]
+    assert calls == [
+        [
+            {
+                "index": 0,
+                "id": STATE_ID,
+                "type": "function",
+                "function": {"name": "weather_forecast", "arguments": '{"location": "Москва"}'},
+            }
+        ]
+    ]
+    assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "tool_calls"
+
+
+# --- errors and timeouts --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "status,message,error",
+    [
+        (400, "bad request", UpstreamBadRequest),
+        (422, "Requested model does not support functions", UpstreamBadRequest),
+        (402, "Payment Required", RateLimited),
+        (404, "No such model", UpstreamError),
+        (500, "Internal Server Error", UpstreamError),
+        (503, "Service Unavailable", UpstreamError),
+    ],
+)
+def test_api_errors(fake, make, status, message, error):
+    fake.push("chat", fake.error(status, message))
+    with pytest.raises(error) as info:
+        make().complete(HI)
+    assert type(info.value) is error
+    if error is UpstreamBadRequest:
+        assert info.value.message == message
+
+
+def test_rate_limit_carries_retry_after(fake, make):
+    fake.push("chat", fake.error(429, "Too Many Requests", headers={"Retry-After": "12"}))
+    with pytest.raises(RateLimited) as info:
+        make().complete(HI)
+    assert info.value.retry_after == 12.0
+
+
+def test_read_timeout_applies_to_plain_calls(fake, make):
+    provider = make(http=HttpConfig(connect_timeout=2.0, read_timeout=0.3, stream_idle_timeout=5.0))
+    provider.complete(HI)  # token fetched
+    fake.push("chat", fake.answer(fake.completion("late"), delay=1.0))
+    started = time.monotonic()
+    with pytest.raises(UpstreamTimeout):
+        provider.complete(HI)
+    assert time.monotonic() - started < 0.9
+
+
+def test_streams_use_the_idle_timeout_not_the_read_timeout(fake, make):
+    provider = make(http=HttpConfig(connect_timeout=2.0, read_timeout=0.3, stream_idle_timeout=1.0))
+    provider.complete(HI)
+    fake.push("chat", fake.sse(fake.stream_events(["a", "b", "c"]), chunk_delay=0.5))
+    assert [c["choices"][0]["delta"].get("content") for c in provider.stream(HI) if c["choices"]][:3] == [
+        "a",
+        "b",
+        "c",
+    ]
+    fake.push("chat", fake.sse(fake.stream_events(["a", "b"]), stall_after=1, stall_for=5))
+    stream = provider.stream(HI)
+    started = time.monotonic()
+    with pytest.raises(UpstreamTimeout):
+        list(stream)
+    assert time.monotonic() - started < 2.5
+
+
+def test_connection_refused_is_an_upstream_error(fake):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    model = fake.model_config(
+        url=f"http://127.0.0.1:{port}/api/v1", auth_url=f"http://127.0.0.1:{port}/api/v2/oauth"
+    )
+    provider = GigaChat(model, SessionPool(HTTP), HTTP)
+    try:
+        with pytest.raises(UpstreamError) as info:
+            provider.complete(HI)
+        assert str(port) not in info.value.message
+    finally:
+        provider.close()
+
+
+def test_untranslatable_requests_fail_before_any_call(fake, make):
+    with pytest.raises(InvalidRequest):
+        make().complete(
+            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}
+        )
+    assert fake.requests == []
+
+
+def test_model_config_repr_hides_the_token(fake):
+    assert "secret" not in repr(fake.model_config()) and "secret" not in repr(ModelConfig)
