@@ -22,5 +22,58 @@ preload_app = True
 accesslog = None  # the app writes its own access line with model, attempts and latencies
 errorlog = "-"
 loglevel = os.environ.get("AI_PROXY_LOG_LEVEL", "info").lower()
+if os.environ.get("AI_PROXY_LOG_FORMAT", "").lower() == "json":
+    # gunicorn's own lines (start, workers, signals) as JSON too: one object per line, all of them.
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "app.logs.JsonFormatter"}},
+        "handlers": {
+            "stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+        },
+        "root": {"handlers": ["stderr"], "level": "WARNING"},
+        "loggers": {
+            "gunicorn.error": {"handlers": ["stderr"], "level": loglevel.upper(), "propagate": False},
+            "gunicorn.access": {"handlers": [], "level": "CRITICAL", "propagate": False},  # see accesslog
+        },
+    }
+# gunicorn's control socket (gunicornc) is not used, and every instance would share one default path
+# ($HOME/.gunicorn/gunicorn.ctl).
+control_socket_disable = True
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 proxy_allow_ips = forwarded_allow_ips
+
+# Prometheus multiprocess mode: every worker writes its counters and histograms to files in
+# PROMETHEUS_MULTIPROC_DIR and GET /metrics (in whichever worker answers) sums them. The variable
+# must be set before prometheus_client is imported, i.e. here, before the app is preloaded. Given
+# one, its stale *.db files from an earlier run are removed; not given, a fresh temp dir is made
+# and removed when the master exits. (The marker keeps a config reload on SIGHUP from doing either
+# again.)
+if not os.environ.get("AI_PROXY_METRICS_READY"):
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        import glob
+
+        os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+        for _stale in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
+            os.remove(_stale)
+    else:
+        import tempfile
+
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ai-proxy-metrics-")
+        os.environ["AI_PROXY_METRICS_TMPDIR"] = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.environ["AI_PROXY_METRICS_READY"] = "1"
+
+
+def child_exit(server, worker):
+    """A worker is gone: drop its live-gauge files (its counters and histograms still count)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    made = os.environ.get("AI_PROXY_METRICS_TMPDIR")
+    if made and made == os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        import shutil
+
+        shutil.rmtree(made, ignore_errors=True)

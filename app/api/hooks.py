@@ -21,16 +21,21 @@ from app.errors import (
     RequestTooLarge,
 )
 from app.gateway import Trace
+from app.metrics import Metrics
 
 log = logging.getLogger("ai_proxy.access")
 errors_log = logging.getLogger("ai_proxy.errors")
 
-PUBLIC_ENDPOINTS = frozenset({"health.health", "health.ping", "static"})
+PUBLIC_ENDPOINTS = frozenset(
+    {"health.health", "health.ping", "static", "status.status_page", "openapi.openapi_json"}
+)
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
 def install(app: Flask) -> None:
-    keys = tuple(k.encode() for k in app.extensions["ai_proxy"].config.server.api_keys)
+    state = app.extensions["ai_proxy"]
+    keys = tuple(k.encode() for k in state.config.server.api_keys)
+    metrics = app.extensions["ai_proxy.metrics"] = Metrics(state.config, state.router.snapshot)
     public = set(PUBLIC_ENDPOINTS)
     if app.extensions["ai_proxy"].config.server.metrics_public:
         public.add("metrics.metrics")
@@ -53,8 +58,7 @@ def install(app: Flask) -> None:
         trace = g.get("trace")
         if trace is not None and trace.served and request.endpoint not in public:
             response.headers.setdefault("X-AI-Proxy-Model", trace.served)
-        if log.isEnabledFor(logging.INFO):
-            response.call_on_close(_access_logger(request.method, request.path, response.status_code))
+        response.call_on_close(_on_close(metrics, request.endpoint, response.status_code))
         return response
 
     @app.errorhandler(ProxyError)
@@ -102,12 +106,18 @@ def _from_http(error: HTTPException) -> ProxyError:
     return InvalidRequest(error.description or "Bad request", status=error.code or 400)
 
 
-def _access_logger(method: str, path: str, status: int):
+def _on_close(metrics: Metrics, endpoint: str | None, status: int):
+    """When the response is closed (a stream: after its last byte, or the client left): count it in
+    the metrics and write the access line, both from the request's finished Trace."""
     trace: Trace = g.trace
     request_id = g.request_id
     started = g.started
+    method, path = request.method, request.path
 
-    def write() -> None:
+    def closed() -> None:
+        metrics.observe(endpoint, status, trace)
+        if not log.isEnabledFor(logging.INFO):
+            return
         log.info(
             "%s %s %s",
             method,
@@ -129,4 +139,4 @@ def _access_logger(method: str, path: str, status: int):
             },
         )
 
-    return write
+    return closed
