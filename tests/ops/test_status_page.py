@@ -1,0 +1,112 @@
+"""GET /status in headless Chromium: the page renders every model's quota from /v1/quota, asks for a
+key when auth is on, and the run leaves a screenshot in test-artifacts/."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.harness import free_port
+from tests.ops.conftest import FAST_ENV, chat_body, config, get, model, stream
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="headless Chromium not installed (Debian: apt-get install -y chromium)"
+)
+
+
+def chromium(url: str, tmp_path: Path, *extra: str, budget_ms: int = 4000) -> str:
+    assert CHROMIUM is not None
+    args = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--hide-scrollbars",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        f"--virtual-time-budget={budget_ms}",
+        *extra,
+        url,
+    ]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_status_page_is_public_and_self_contained(gunicorn_server, fake_openai):
+    server = gunicorn_server(config(model(fake_openai.chat_url, "fake/up")), env=FAST_ENV)
+    status, headers, body = get(server.port, "/status", key=None)
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    page = body.decode()
+    assert "/v1/quota" in page and "sessionStorage" in page
+    # No external assets: nothing is loaded from another origin.
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
+    assert "default-src 'none'" in headers["Content-Security-Policy"]
+
+
+@needs_chromium
+def test_status_page_renders_models_in_chromium(gunicorn_server, fake_openai, tmp_path, artifacts):
+    refused = f"http://127.0.0.1:{free_port()}/v1/chat/completions"
+    cfg = config(
+        model(
+            fake_openai.chat_url,
+            "groq/llama-3.3-70b-versatile",
+            group="BIG",
+            requests_per_hour=300,
+            tokens_per_minute=6000,
+        ),
+        model(fake_openai.chat_url, "gemini/gemini-2.5-flash", requests_per_day=250),
+        model(refused, "openrouter/deepseek/deepseek-r1:free", priority=0, requests_per_day=50),
+        routing={"cooldown_seconds": 120},
+    )
+    # No client keys: the page can read /v1/quota straight away.
+    env = {k: v for k, v in FAST_ENV.items() if k != "AI_PROXY_API_KEYS"}
+    server = gunicorn_server(cfg, env=env)
+    for _ in range(7):
+        assert stream(server.port, chat_body("BIG"), key="").status == 200
+    for _ in range(3):
+        assert stream(server.port, chat_body("SMALL"), key="").status == 200  # the first one falls back
+
+    dom = chromium(f"{server.url}/status", tmp_path, "--dump-dom")
+    for name in (
+        "groq/llama-3.3-70b-versatile",
+        "gemini/gemini-2.5-flash",
+        "openrouter/deepseek/deepseek-r1:free",
+    ):
+        assert f'data-model="{name}"' in dom, dom[:3000]
+    assert 'aria-valuenow="7"' in dom  # groq's requests this minute, as a bar
+    assert "cooling down" in dom  # the refused model rests
+    assert "Could not connect to the upstream" in dom  # and its error is listed
+    assert not re.search(r"id=\"updated\">needs a client key<", dom)
+
+    shot = artifacts / "status-page.png"
+    shot.unlink(missing_ok=True)
+    chromium(f"{server.url}/status", tmp_path, f"--screenshot={shot}", "--window-size=1280,900")
+    assert shot.is_file() and shot.stat().st_size > 10_000
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@needs_chromium
+def test_status_page_asks_for_the_key_when_auth_is_on(gunicorn_server, fake_openai, tmp_path, artifacts):
+    server = gunicorn_server(config(model(fake_openai.chat_url, "fake/up")), env=FAST_ENV)
+    dom = chromium(f"{server.url}/status", tmp_path, "--dump-dom")
+    assert re.search(r"id=\"updated\">needs a client key<", dom), dom[-3000:]
+    assert 'data-model="fake/up"' not in dom  # nothing shown without the key
+    chromium(
+        f"{server.url}/status",
+        tmp_path,
+        f"--screenshot={artifacts / 'status-page-key.png'}",
+        "--window-size=900,500",
+    )
