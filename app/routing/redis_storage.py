@@ -1,0 +1,380 @@
+"""Redis storage: every worker and replica shares one quota. Each operation is one Lua script (one
+round trip, atomic); keys are "{namespace}:..." so deployments can share a server.
+
+Per model: `{ns}:log:{name}` is a sorted set of reservations ("id|tokens" scored by time),
+`{ns}:win:{name}` each window's cursor and token sum, `{ns}:model:{name}` cooldown, breaker mirror,
+trial lease, last use, failing flag and last error. pybreaker keeps its own `{ns}:breaker:{name}:*`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import redis
+from pybreaker import STATE_CLOSED, CircuitBreakerStorage, CircuitRedisStorage
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from app.errors import ServiceUnavailable
+from app.routing.limits import ModelPlan
+from app.routing.storage import ModelState, Pick, Refusal, SpanUsage, Storage
+
+log = logging.getLogger("ai_proxy.routing")
+
+T = TypeVar("T")
+KEY_TTL_MS = 2 * 86400 * 1000  # longer than any window; idle models' keys expire
+MAX_CONNECTIONS = 64  # per process; a reservation holds one for a single round trip
+
+# Shared by the scripts that read windows. A window is brought up to its floor by subtracting the
+# tokens of entries that left it; `w` is the window hash as a table, written back by `save`.
+_PRELUDE = """
+local function fmt(x) return string.format('%d', x) end
+local function tokens_of(member) return tonumber(string.match(member, '|(%d+)$')) end
+
+local function load(wkey)
+  local flat = redis.call('HGETALL', wkey)
+  local w = {}
+  for i = 1, #flat, 2 do w[flat[i]] = flat[i + 1] end
+  return w
+end
+
+local function advance(lkey, w, s)
+  s.cur = tonumber(w['c' .. s.id]) or 0
+  s.sum = tonumber(w['s' .. s.id]) or 0
+  if s.floor > s.cur then
+    local gone = redis.call('ZRANGEBYSCORE', lkey, '(' .. fmt(s.cur), fmt(s.floor))
+    for i = 1, #gone do s.sum = s.sum - tokens_of(gone[i]) end
+    if #gone > 0 then w.changed = true end
+    s.cur = s.floor
+  end
+  s.count = redis.call('ZCOUNT', lkey, '(' .. fmt(s.cur), '+inf')
+end
+
+local function save(lkey, wkey, spans, ttl)
+  local fields, low = {}, nil
+  for _, s in ipairs(spans) do
+    fields[#fields + 1] = 'c' .. s.id
+    fields[#fields + 1] = fmt(s.cur)
+    fields[#fields + 1] = 's' .. s.id
+    fields[#fields + 1] = fmt(s.sum)
+    if low == nil or s.cur < low then low = s.cur end
+  end
+  redis.call('HSET', wkey, unpack(fields))
+  redis.call('ZREMRANGEBYSCORE', lkey, '-inf', fmt(low))
+  redis.call('PEXPIRE', wkey, ttl)
+  redis.call('PEXPIRE', lkey, ttl)
+end
+
+local function first_after(lkey, cur, offset)
+  local e = redis.call('ZRANGEBYSCORE', lkey, '(' .. fmt(cur), '+inf', 'WITHSCORES', 'LIMIT', offset, 1)
+  return tonumber(e[2])
+end
+"""
+
+# KEYS: per candidate model, its hash, log and windows. ARGV: now, tokens, member, lease, ttl, then
+# per candidate: tried, priority, span count, and per span: id, floor, length, reset, requests, tokens.
+# Returns {chosen (1-based, 0 = none), trial, failing, hint limit, remaining, wait} followed, when
+# none was chosen, by {candidate, code, wait, detail} per refused candidate.
+_RESERVE = """
+local now, tokens, member = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local lease, ttl = tonumber(ARGV[4]), ARGV[5]
+local a = 6
+local cands, refusals, best = {}, {}, nil
+
+local function wait_of(s, oldest)
+  if s.reset > 0 then return s.reset - now end
+  return oldest + s.len - now
+end
+
+local function freeing(lkey, s, excess)
+  local e = redis.call('ZRANGEBYSCORE', lkey, '(' .. fmt(s.cur), '+inf', 'WITHSCORES')
+  local t = 0
+  for i = 1, #e, 2 do
+    t = tonumber(e[i + 1])
+    excess = excess - tokens_of(e[i])
+    if excess <= 0 then break end
+  end
+  return t
+end
+
+for c = 1, #KEYS / 3 do
+  local skey, lkey, wkey = KEYS[3 * c - 2], KEYS[3 * c - 1], KEYS[3 * c]
+  local tried, prio, n = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  a = a + 3
+  local st = redis.call('HMGET', skey, 'cool', 'why', 'brk', 'trial', 'used', 'fl')
+  local brk = tonumber(st[3]) or 0
+  local blocks = {}
+  if brk > 0 then
+    local trial = tonumber(st[4]) or 0
+    if brk > now then blocks[#blocks + 1] = {brk - now, 'open', ''}
+    elseif trial > now then blocks[#blocks + 1] = {trial - now, 'trial', ''} end
+  end
+  local cool = tonumber(st[1]) or 0
+  if cool > now then blocks[#blocks + 1] = {cool - now, 'cool', st[2] or ''} end
+  local spans, w = {}, {}
+  if n > 0 then w = load(wkey) end
+  for j = 1, n do
+    local s = {id = ARGV[a], floor = tonumber(ARGV[a + 1]), len = tonumber(ARGV[a + 2]),
+               reset = tonumber(ARGV[a + 3]), req = tonumber(ARGV[a + 4]), tok = tonumber(ARGV[a + 5])}
+    a = a + 6
+    advance(lkey, w, s)
+    if s.req > 0 and s.count >= s.req then
+      blocks[#blocks + 1] = {wait_of(s, first_after(lkey, s.cur, s.count - s.req)), 'req', s.id}
+    end
+    if s.tok > 0 and s.sum + tokens > s.tok then
+      blocks[#blocks + 1] = {wait_of(s, freeing(lkey, s, s.sum + tokens - s.tok)), 'tok', s.id}
+    end
+    spans[j] = s
+  end
+  cands[c] = {skey = skey, lkey = lkey, wkey = wkey, w = w, spans = spans, brk = brk, fl = st[6]}
+  if #blocks > 0 then
+    local longest, pick = 0, blocks[1]
+    for _, b in ipairs(blocks) do if b[1] > longest then longest = b[1] end end
+    if pick[2] ~= 'open' and pick[2] ~= 'trial' then
+      for _, b in ipairs(blocks) do if b[1] == longest then pick = b; break end end
+    end
+    refusals[#refusals + 1] = {c, pick[2], longest, pick[3]}
+  elseif tried == '1' then
+    refusals[#refusals + 1] = {c, 'tried', 0, ''}
+  else
+    local used = tonumber(st[5]) or 0
+    if best == nil or prio < best.prio or (prio == best.prio and used < best.used) then
+      best = {c = c, prio = prio, used = used}
+    end
+  end
+end
+
+for c, cand in ipairs(cands) do
+  if cand.w.changed and (best == nil or best.c ~= c) then save(cand.lkey, cand.wkey, cand.spans, ttl) end
+end
+if best == nil then
+  local out = {0, 0, 0, 0, 0, 0}
+  for _, r in ipairs(refusals) do
+    for _, v in ipairs(r) do out[#out + 1] = v end
+  end
+  return out
+end
+
+local cand = cands[best.c]
+local hint = {0, 0, 0}
+if #cand.spans > 0 then
+  redis.call('ZADD', cand.lkey, fmt(now), member)
+  for _, s in ipairs(cand.spans) do
+    s.sum = s.sum + tokens
+    s.count = s.count + 1
+    if s.req > 0 then
+      local remaining = math.max(s.req - s.count, 0)
+      if hint[1] == 0 or remaining <= hint[2] then
+        hint = {s.req, remaining, math.max(wait_of(s, first_after(cand.lkey, s.cur, 0)), 0)}
+      end
+    end
+  end
+  save(cand.lkey, cand.wkey, cand.spans, ttl)
+end
+local trial = 0
+if cand.brk > 0 then
+  trial = 1
+  redis.call('HSET', cand.skey, 'used', fmt(now), 'trial', fmt(now + lease))
+else
+  redis.call('HSET', cand.skey, 'used', fmt(now))
+end
+redis.call('PEXPIRE', cand.skey, ttl)
+local failing = 0
+if cand.fl then failing = 1 end
+return {best.c, trial, failing, hint[1], hint[2], hint[3]}
+"""
+
+# KEYS: log, windows. ARGV: old member, new member, token delta, span ids.
+_SETTLE = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[1], score, ARGV[2])
+score = tonumber(score)
+for i = 4, #ARGV do
+  if score > (tonumber(redis.call('HGET', KEYS[2], 'c' .. ARGV[i])) or 0) then
+    redis.call('HINCRBY', KEYS[2], 's' .. ARGV[i], ARGV[3])
+  end
+end
+return 1
+"""
+
+# KEYS: model hash. ARGV: now, rest until, reason, error, failing ("1", "0" or ""), ttl.
+_REPORT = """
+local k = KEYS[1]
+local rest = tonumber(ARGV[2])
+if rest > 0 and rest > (tonumber(redis.call('HGET', k, 'cool')) or 0) then
+  redis.call('HSET', k, 'cool', ARGV[2], 'why', ARGV[3])
+end
+if ARGV[4] ~= '' then redis.call('HSET', k, 'err', ARGV[4], 'err_at', ARGV[1]) end
+if ARGV[5] == '1' then redis.call('HSET', k, 'fl', '1')
+elseif ARGV[5] == '0' then redis.call('HDEL', k, 'fl') end
+redis.call('PEXPIRE', k, ARGV[6])
+return 1
+"""
+
+# KEYS: model hash, log, windows. ARGV: ttl, then per span: id, floor.
+# Returns {cool, why, brk, used, err, err_at} then per span {count, tokens, oldest}.
+_INSPECT = """
+local st = redis.call('HMGET', KEYS[1], 'cool', 'why', 'brk', 'used', 'err', 'err_at')
+local spans, w = {}, {}
+if #ARGV > 1 then w = load(KEYS[3]) end
+for a = 2, #ARGV, 2 do
+  local s = {id = ARGV[a], floor = tonumber(ARGV[a + 1])}
+  advance(KEYS[2], w, s)
+  spans[#spans + 1] = s
+end
+if w.changed then save(KEYS[2], KEYS[3], spans, ARGV[1]) end
+for _, s in ipairs(spans) do
+  st[#st + 1] = s.count
+  st[#st + 1] = s.sum
+  st[#st + 1] = first_after(KEYS[2], s.cur, 0) or 0
+end
+return st
+"""
+
+
+class RedisStorage(Storage):
+    def __init__(self, client: redis.Redis, namespace: str = "ai-proxy") -> None:
+        """`client` must not decode responses (pybreaker's storage needs bytes)."""
+        self._redis = client
+        self._ns = namespace
+        self._reserve = client.register_script(_PRELUDE + _RESERVE)
+        self._settle = client.register_script(_SETTLE)
+        self._report = client.register_script(_REPORT)
+        self._inspect = client.register_script(_PRELUDE + _INSPECT)
+        self._keys: dict[str, tuple[str, str, str]] = {}
+        self._down = False
+        self._state_lock = threading.Lock()  # only taken when Redis fails or recovers
+
+    @classmethod
+    def from_url(cls, url: str, namespace: str = "ai-proxy") -> RedisStorage:
+        """A client that fails fast (short timeouts, one immediate retry for a stale socket) over a
+        pool where threads wait briefly for a connection instead of failing when all are busy."""
+        pool = redis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=1.0,
+            socket_timeout=1.0,
+            socket_connect_timeout=1.0,
+            retry=Retry(NoBackoff(), 1),
+            health_check_interval=30,
+        )
+        return cls(redis.Redis(connection_pool=pool), namespace)
+
+    def ping(self) -> None:
+        """Raises RedisError when the server does not answer."""
+        self._redis.ping()
+
+    def reserve(
+        self,
+        plans: Sequence[ModelPlan],
+        tried: Sequence[bool],
+        tokens: int,
+        now: int,
+        rid: str,
+        lease: int,
+    ) -> Pick:
+        keys: list[str] = []
+        args: list[Any] = [now, tokens, f"{rid}|{tokens}", lease, KEY_TTL_MS]
+        for plan, was_tried in zip(plans, tried, strict=True):
+            keys.extend(self._keys_for(plan.name))
+            args += (1 if was_tried else 0, plan.priority, len(plan.spans))
+            for span in plan.spans:
+                floor, reset = span.bounds(now)
+                args += (span.id, floor, span.length, reset, span.requests, span.tokens)
+        out = self._run(self._reserve, keys, args)
+        if out[0]:
+            hint = (out[3], out[4], out[5]) if out[3] else None
+            return Pick(index=out[0] - 1, trial=bool(out[1]), failing=bool(out[2]), hint=hint)
+        refusals = [
+            Refusal(out[i] - 1, out[i + 1].decode(), out[i + 2], out[i + 3].decode())
+            for i in range(6, len(out), 4)
+        ]
+        return Pick(refusals=refusals)
+
+    def settle(self, plan: ModelPlan, rid: str, reserved: int, used: int) -> None:
+        _, log_key, windows_key = self._keys_for(plan.name)
+        args = [f"{rid}|{reserved}", f"{rid}|{used}", used - reserved, *(s.id for s in plan.spans)]
+        self._run(self._settle, [log_key, windows_key], args)
+
+    def report(
+        self,
+        name: str,
+        now: int,
+        *,
+        rest_until: int = 0,
+        reason: str = "",
+        error: str = "",
+        failing: bool | None = None,
+    ) -> None:
+        flag = "" if failing is None else ("1" if failing else "0")
+        args = [now, rest_until, reason, error, flag, KEY_TTL_MS]
+        self._run(self._report, [self._keys_for(name)[0]], args)
+
+    def set_breaker(self, name: str, open_until: int) -> None:
+        key = self._keys_for(name)[0]
+        pipe = self._redis.pipeline(transaction=True)
+        if open_until:
+            pipe.hset(key, "brk", open_until)
+            pipe.hdel(key, "trial")
+        else:
+            pipe.hdel(key, "brk", "trial", "fl")
+        pipe.pexpire(key, KEY_TTL_MS)
+        self._run(pipe.execute)
+
+    def inspect(self, plans: Sequence[ModelPlan], now: int) -> list[ModelState]:
+        pipe = self._redis.pipeline(transaction=False)
+        for plan in plans:
+            args: list[Any] = [KEY_TTL_MS]
+            for span in plan.spans:
+                args += (span.id, span.bounds(now)[0])
+            self._inspect(self._keys_for(plan.name), args, client=pipe)
+        return [_state(row) for row in self._run(pipe.execute)]
+
+    def breaker_storage(self, name: str) -> CircuitBreakerStorage:
+        return self._run(
+            CircuitRedisStorage, STATE_CLOSED, self._redis, namespace=f"{self._ns}:breaker:{name}"
+        )
+
+    def _keys_for(self, name: str) -> tuple[str, str, str]:
+        keys = self._keys.get(name)
+        if keys is None:
+            ns = self._ns
+            keys = self._keys[name] = (f"{ns}:model:{name}", f"{ns}:log:{name}", f"{ns}:win:{name}")
+        return keys
+
+    def _run(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Fail closed while Redis is unreachable, with one warning per outage."""
+        try:
+            result = call(*args, **kwargs)
+        except RedisError as exc:
+            with self._state_lock:
+                first, self._down = not self._down, True
+            if first:
+                log.warning("quota storage unavailable, refusing requests until Redis answers: %s", exc)
+            raise ServiceUnavailable("quota storage unavailable") from None
+        if self._down:
+            with self._state_lock:
+                recovered, self._down = self._down, False
+            if recovered:
+                log.info("quota storage reachable again")
+        return result
+
+
+def _state(row: list[Any]) -> ModelState:
+    cool, why, brk, used, error, error_at = row[:6]
+    spans = [SpanUsage(row[i], row[i + 1], row[i + 2]) for i in range(6, len(row), 3)]
+    return ModelState(
+        spans=spans,
+        cool_until=int(cool or 0),
+        cool_reason=(why or b"").decode(),
+        breaker_until=int(brk or 0),
+        last_used=int(used or 0),
+        error=(error or b"").decode(),
+        error_at=int(error_at or 0),
+    )
