@@ -6,11 +6,13 @@ calls the upstream, and translates the answer back. It knows nothing of Flask, q
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import orjson
@@ -176,7 +178,7 @@ class HttpProvider(Provider):
                 response.close()
             raise self.parse_error(response.status_code, content, response.headers)
         chunks = self.parse_stream(iter_sse(read_chunks(response.raw)))
-        return ChunkStream(self._guard(chunks), response.headers, response.close)
+        return ChunkStream(self._guard(chunks), response.headers, partial(_abort, response))
 
     def _guard(self, chunks: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         """Map read failures mid-stream to proxy errors."""
@@ -326,6 +328,9 @@ def openai_error_message(body: bytes) -> str:
     if isinstance(data, list) and data:
         data = data[0]
     if isinstance(data, dict):
+        errors = data.get("errors")  # Cloudflare's envelope
+        if isinstance(errors, list) and errors and isinstance(errors[0], dict) and errors[0].get("message"):
+            return str(errors[0]["message"])
         error = data.get("error", data)
         if isinstance(error, dict) and error.get("message"):
             return str(error["message"])
@@ -378,3 +383,14 @@ def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) ->
     except (TypeError, ValueError):
         return None
     return max(when.timestamp() - (time.time() if now is None else now), 0.0)
+
+
+def _abort(response: requests.Response) -> None:
+    """Close a streamed response, waking a read blocked on it in another thread.
+
+    urllib3 refuses (RuntimeError/ValueError) once the connection is back in its pool: then there
+    is nothing left to wake.
+    """
+    with contextlib.suppress(AttributeError, OSError, RuntimeError, ValueError):
+        response.raw.shutdown()
+    response.close()

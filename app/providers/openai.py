@@ -29,8 +29,10 @@ def build_payload(body: dict[str, Any], upstream_model: str, stream: bool) -> di
     """The client's request with only `model` rewritten; streams ask for usage unless told not to."""
     payload = dict(body)
     payload["model"] = upstream_model
-    if stream and "stream_options" not in payload:
-        payload["stream_options"] = {"include_usage": True}
+    if stream:
+        payload["stream"] = True
+        if "stream_options" not in payload:
+            payload["stream_options"] = {"include_usage": True}
     return payload
 
 
