@@ -23,7 +23,9 @@ def run_stream(pieces: list[str], mode: str = "split") -> tuple[str, str]:
     content = reasoning = ""
     for i, piece in enumerate(pieces):
         last = i == len(pieces) - 1
-        chunk = {"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": "stop" if last else None}]}
+        chunk = {
+            "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": "stop" if last else None}]
+        }
         stream.process(chunk)
         delta = chunk["choices"][0]["delta"]
         content += delta.get("content") or ""

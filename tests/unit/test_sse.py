@@ -2,7 +2,10 @@ from app.sse import SSEEvent, encode, iter_sse
 
 
 def test_events_split_across_arbitrary_chunks() -> None:
-    raw = b'data: {"a":1}\n\n: OPENROUTER PROCESSING\n\nevent: content-delta\ndata: {"b":2}\r\n\r\ndata: [DONE]\n\n'
+    raw = (
+        b'data: {"a":1}\n\n: OPENROUTER PROCESSING\n\n'
+        b'event: content-delta\ndata: {"b":2}\r\n\r\ndata: [DONE]\n\n'
+    )
     for size in (1, 3, 7, len(raw)):
         chunks = [raw[i : i + size] for i in range(0, len(raw), size)]
         assert list(iter_sse(chunks)) == [
