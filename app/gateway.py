@@ -228,24 +228,31 @@ class Gateway:
             try:
                 return call(provider)
             except ProxyError as exc:
-                if not self._may_retry(attempts, exc):
-                    raise
-                self._backoff(trace.attempts - 1)
+                failure = exc
             finally:
                 trace.upstream_ms += (time.perf_counter() - started) * 1000.0
+            if not self._may_retry(attempts, failure):
+                raise failure
+            self._backoff(trace.attempts - 1, failure)
 
     def _may_retry(self, attempts: _Attempts, exc: ProxyError) -> bool:
-        """Same-model retries: concrete models only, transient failures only (a 429 is not one)."""
-        return (
-            attempts.concrete
-            and exc.retryable
-            and not isinstance(exc, RateLimited)
-            and attempts.trace.attempts < max(self.config.retry.max_attempts, 1)
-        )
+        """Same-model retries: concrete models only, transient failures only. A 429 is retried
+        only when the upstream asks for a wait no longer than `retry.max_delay`."""
+        if not (attempts.concrete and exc.retryable):
+            return False
+        if attempts.trace.attempts >= max(self.config.retry.max_attempts, 1):
+            return False
+        if isinstance(exc, RateLimited):
+            return exc.retry_after is not None and exc.retry_after <= self.config.retry.max_delay
+        return True
 
-    def _backoff(self, attempt: int) -> None:
+    def _backoff(self, attempt: int, failure: ProxyError | None = None) -> None:
+        """Exponential backoff with full jitter; at least as long as a 429 asked for."""
         retry = self.config.retry
-        self._sleep(self._jitter() * min(retry.max_delay, retry.base_delay * (2**attempt)))
+        delay = self._jitter() * min(retry.max_delay, retry.base_delay * (2**attempt))
+        if isinstance(failure, RateLimited) and failure.retry_after:
+            delay = max(delay, failure.retry_after)
+        self._sleep(delay)
 
     @staticmethod
     def _exhausted(attempts: _Attempts, routing_error: ProxyError | None) -> ProxyError:
@@ -380,7 +387,7 @@ class Gateway:
         """After a stream failed before any content: retry the same model or fall back."""
         stream: Callable[[Provider], ChunkStream] = lambda p: p.stream(body)  # noqa: E731
         if self._may_retry(attempts, failure):
-            self._backoff(attempts.trace.attempts - 1)
+            self._backoff(attempts.trace.attempts - 1, failure)
             try:
                 return reservation, self._call_with_retries(attempts, reservation.model, stream)
             except ProxyError as exc:

@@ -26,13 +26,14 @@ from app.sse import SSEEvent
 
 
 def build_payload(body: dict[str, Any], upstream_model: str, stream: bool) -> dict[str, Any]:
-    """The client's request with only `model` rewritten; streams ask for usage unless told not to."""
+    """The client's request with only `model` rewritten; streams always ask for usage, which settles
+    the token quota (the gateway drops the usage chunk if the client did not ask for it)."""
     payload = dict(body)
     payload["model"] = upstream_model
     if stream:
         payload["stream"] = True
-        if "stream_options" not in payload:
-            payload["stream_options"] = {"include_usage": True}
+        options = payload.get("stream_options")
+        payload["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
     return payload
 
 

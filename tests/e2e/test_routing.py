@@ -268,3 +268,22 @@ def test_shared_redis_quota_across_workers_and_instances(fake_openai, gunicorn_s
     assert statuses == Counter({200: 10, 429: 30})
     assert len(fake_openai.chat_requests) == 10
     assert window(quota(second)["a"], "requests_per_minute")["used"] == 10
+
+
+def test_concrete_model_retries_a_short_429_and_returns_a_long_one(fake_openai, gunicorn_server) -> None:
+    models = [model(fake_openai, "solo")]
+    server = gunicorn_server(
+        config(models, retry={"max_attempts": 3, "base_delay": 0.05, "max_delay": 2}),
+        env={"AI_PROXY_API_KEYS": KEY},
+    )
+    client = openai_client(server, api_key=KEY)
+    fake_openai.push_error("rate_limit", retry_after=1)
+    started = time.monotonic()
+    assert chat(client, "solo")[1].choices[0].message.content == "Hello!"
+    assert time.monotonic() - started >= 0.9, "the retry waits as long as the upstream asked"
+    assert len(fake_openai.chat_requests) == 2
+    fake_openai.push_error("rate_limit", retry_after=20)
+    with pytest.raises(openai.RateLimitError) as info:
+        chat(client, "solo")
+    assert len(fake_openai.chat_requests) == 3, "a long Retry-After is handed to the client at once"
+    assert 15 <= int(info.value.response.headers["Retry-After"]) <= 20

@@ -140,24 +140,10 @@ def test_include_usage_gives_a_final_usage_chunk_and_settles_tokens(proxy, name)
     assert tokens_used(proxy.port, name) - before == usage["total_tokens"]
 
 
-OPENAI_PATH_DROPS_USAGE = pytest.mark.xfail(
-    strict=True,
-    reason="app/providers/openai.py build_payload forwards the client's include_usage: false upstream, "
-    "so the stream carries no usage and the quota keeps the estimate; it should always ask for usage",
-)
-
-
 @pytest.mark.parametrize(
     ("name", "options"),
     [(name, {}) for name in MODELS]
-    + [
-        pytest.param(
-            name,
-            {"stream_options": {"include_usage": False}},
-            marks=OPENAI_PATH_DROPS_USAGE if name == "openai/gpt-4o-mini" else (),
-        )
-        for name in MODELS
-    ],
+    + [(name, {"stream_options": {"include_usage": False}}) for name in MODELS],
 )
 def test_usage_settles_tokens_even_when_the_client_did_not_ask(proxy, name, options):
     reference = stream(proxy.port, chat_body(name, stream_options={"include_usage": True})).datas[-2]["usage"]
