@@ -139,16 +139,7 @@ class HttpProvider(Provider):
 
     # --- transport ---------------------------------------------------------------------------
     def complete(self, body: dict[str, Any]) -> Completion:
-        request = self.build_request(body, stream=False)
-        response = send(
-            self.session,
-            request.url,
-            data=request.payload,
-            headers=request.headers,
-            timeout=self._timeout,
-            stream=False,
-            model_name=self.model.name,
-        )
+        response = self._post(self.build_request(body, stream=False), stream=False)
         content = response.content
         if response.status_code >= 400:
             raise self.parse_error(response.status_code, content[:MAX_ERROR_BODY], response.headers)
@@ -159,16 +150,7 @@ class HttpProvider(Provider):
         return Completion(self.parse_response(data), response.headers)
 
     def stream(self, body: dict[str, Any]) -> ChunkStream:
-        request = self.build_request(body, stream=True)
-        response = send(
-            self.session,
-            request.url,
-            data=request.payload,
-            headers=request.headers,
-            timeout=self._stream_timeout,
-            stream=True,
-            model_name=self.model.name,
-        )
+        response = self._post(self.build_request(body, stream=True), stream=True)
         if response.status_code >= 400:
             try:
                 content = response.raw.read(MAX_ERROR_BODY, decode_content=True) or b""
@@ -179,6 +161,17 @@ class HttpProvider(Provider):
             raise self.parse_error(response.status_code, content, response.headers)
         chunks = self.parse_stream(iter_sse(read_chunks(response.raw)))
         return ChunkStream(self._guard(chunks), response.headers, partial(_abort, response))
+
+    def _post(self, request: UpstreamRequest, *, stream: bool) -> requests.Response:
+        return send(
+            self.session,
+            request.url,
+            data=request.payload,
+            headers=request.headers,
+            timeout=self._stream_timeout if stream else self._timeout,
+            stream=stream,
+            model_name=self.model.name,
+        )
 
     def _guard(self, chunks: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         """Map read failures mid-stream to proxy errors."""

@@ -19,6 +19,7 @@ from app.http import SessionPool
 from app.providers.base import (
     HttpProvider,
     UpstreamRequest,
+    bearer_headers,
     error_for_status,
     openai_error_message,
 )
@@ -113,11 +114,7 @@ class OpenAICompatible(HttpProvider):
 
     def __init__(self, model: ModelConfig, sessions: SessionPool, http: HttpConfig) -> None:
         super().__init__(model, sessions, http)
-        headers = {"Content-Type": "application/json", **model.headers}
-        if model.token:
-            headers["Authorization"] = f"Bearer {model.token}"
-        self._headers = headers
-        self._stream_headers = {**headers, "Accept": "text/event-stream"}
+        self._headers, self._stream_headers = bearer_headers(model)
 
     def build_request(self, body: dict[str, Any], stream: bool) -> UpstreamRequest:
         payload = build_payload(body, self.model.upstream_model, stream)
