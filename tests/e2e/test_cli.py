@@ -71,3 +71,17 @@ def test_memory_storage_with_several_workers_is_refused(tmp_path: Path) -> None:
     log = server.log_text()
     assert "WEB_CONCURRENCY=2" in log and "redis" in log.lower()
     assert "Traceback" not in log
+
+
+def test_unreachable_redis_fails_at_start_with_one_clear_line(tmp_path: Path) -> None:
+    server = GunicornServer(
+        "models: []\n",
+        env={"AI_PROXY_STORAGE": "redis://:secret-password@127.0.0.1:1/0"},
+        workdir=tmp_path / "srv",
+        startup_timeout=10,
+    )
+    with pytest.raises(ServerStartError):
+        server.start()
+    log = server.log_text()
+    assert "configuration error" in log and "127.0.0.1:1" in log
+    assert "secret-password" not in log and "Traceback" not in log

@@ -363,3 +363,29 @@ def test_open_proxy_warns_loudly(fake_openai: FakeOpenAI, gunicorn_server) -> No
     answer = ask(openai_client(server, api_key="anything"))
     assert answer.choices[0].message.content == "Hello!"
     assert "NO CLIENT API KEYS CONFIGURED" in server.log_text()
+
+
+@pytest.mark.parametrize("mode", ["split", "strip", "keep"])
+def test_think_tags_follow_the_models_reasoning_mode(
+    fake_openai: FakeOpenAI, gunicorn_server, mode: str
+) -> None:
+    config = config_for(fake_openai)
+    config["models"][0]["reasoning"] = mode
+    server = gunicorn_server(config, env={"AI_PROXY_API_KEYS": CLIENT_KEY})
+    client = openai_client(server, api_key=CLIENT_KEY)
+    pieces = ["<thi", "nk>Let me ", "think.</th", "ink>\n\nThe answer", " is 4."]
+    fake_openai.push_chat(content="".join(pieces))
+    message = ask(client).choices[0].message
+    fake_openai.push_chat(content=pieces)
+    content = reasoning = ""
+    for chunk in ask(client, stream=True):
+        for choice in chunk.choices:
+            content += choice.delta.content or ""
+            reasoning += getattr(choice.delta, "reasoning_content", None) or ""
+    if mode == "keep":
+        assert message.content == content == "".join(pieces)
+        return
+    assert message.content == content == "The answer is 4."
+    expected = "Let me think." if mode == "split" else None
+    assert getattr(message, "reasoning_content", None) == expected
+    assert reasoning == (expected or "")
