@@ -16,6 +16,7 @@ log = logging.getLogger("ai_proxy.config")
 
 PROVIDERS = ("openai", "groq", "openrouter", "gemini", "cloudflare", "cohere", "gigachat")
 KINDS = ("chat", "image")
+IMAGE_PROVIDERS = ("openai", "groq", "openrouter", "cloudflare")  # the image APIs the proxy speaks
 REASONING_MODES = ("split", "strip", "keep")
 PACKAGED_CONFIG = Path(__file__).with_name("config.yaml")
 
@@ -316,6 +317,8 @@ def _parse_model(entry: Any, index: int, token_raw: Any, source: str) -> ModelCo
     kind = str(values.pop("kind", "chat") or "chat").strip().lower()
     if kind not in KINDS:
         raise fail("kind", f"must be one of {', '.join(KINDS)}")
+    if kind == "image" and provider not in IMAGE_PROVIDERS:
+        raise fail("kind", f"image models are served by {', '.join(IMAGE_PROVIDERS)}, not {provider}")
     reasoning = str(values.pop("reasoning", "split") or "split").strip().lower()
     if reasoning not in REASONING_MODES:
         raise fail("reasoning", f"must be one of {', '.join(REASONING_MODES)}")
