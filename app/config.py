@@ -317,8 +317,16 @@ def _parse_model(entry: Any, index: int, token_raw: Any, source: str) -> ModelCo
     kind = str(values.pop("kind", "chat") or "chat").strip().lower()
     if kind not in KINDS:
         raise fail("kind", f"must be one of {', '.join(KINDS)}")
-    if kind == "image" and provider not in IMAGE_PROVIDERS:
-        raise fail("kind", f"image models are served by {', '.join(IMAGE_PROVIDERS)}, not {provider}")
+    if (
+        kind == "image"
+        and provider not in IMAGE_PROVIDERS
+        and not url.rstrip("/").endswith("/images/generations")
+    ):
+        raise fail(
+            "kind",
+            f"image models need provider {', '.join(IMAGE_PROVIDERS)} or an OpenAI-compatible "
+            "/images/generations url",
+        )
     reasoning = str(values.pop("reasoning", "split") or "split").strip().lower()
     if reasoning not in REASONING_MODES:
         raise fail("reasoning", f"must be one of {', '.join(REASONING_MODES)}")

@@ -119,7 +119,7 @@ def test_go_format_loads_unchanged(tmp_path: Path) -> None:
         ("{name: m, provider: openai, url: 'http://x', requests_per_minute: lots}", "'requests_per_minute'"),
         ("{name: m, provider: openai, url: 'http://x', requests_per_day: -1}", "must not be negative"),
         ("{name: m, provider: openai, url: 'http://x', kind: video}", "field 'kind'"),
-        ("{name: m, provider: gemini, url: 'http://x', kind: image}", "image models are served by"),
+        ("{name: m, provider: gemini, url: 'http://x', kind: image}", "image models need provider"),
         ("{name: m, provider: openai, url: 'ftp://x'}", "field 'url'"),
         ("{provider: openai, url: 'http://x'}", "model #1: field 'name'"),
         ("{name: m, provider: gemini, url: 'http://x', day_resets_at: '25:00'}", "day_resets_at"),
