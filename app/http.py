@@ -1,4 +1,12 @@
-"""Transport: one tuned `requests.Session` per provider, and the one place requests errors are mapped."""
+"""Transport: one tuned `requests.Session` per provider, and the one place requests errors are mapped.
+
+The hot path skips `Session.request`: per call it re-reads the proxy environment, looks for a
+.netrc, merges settings and cookies and builds two request and two response objects, about 0.35 ms
+of CPU (more than everything else the proxy does for a request). `send` instead resolves, once per
+URL, the urllib3 pool that the session's own HTTPAdapter would use (same pool, same TLS settings,
+same Retry) and posts through it. URLs that a proxy or a .netrc entry applies to, or that redirect,
+keep going through the session, unchanged.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +14,18 @@ from collections.abc import Mapping
 from typing import Any
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
+from requests.utils import get_netrc_auth, select_proxy
+from urllib3.exceptions import (
+    ClosedPoolError,
+    ConnectTimeoutError,
+    HTTPError,
+    MaxRetryError,
+    NewConnectionError,
+    ReadTimeoutError,
+    SSLError,
+)
 from urllib3.util.retry import Retry
 
 from app.config import HttpConfig
@@ -54,6 +73,87 @@ class SessionPool:
             session.close()
 
 
+class UpstreamResponse:
+    """The parts of a `requests.Response` the providers use, over urllib3's response (`raw`)."""
+
+    __slots__ = ("headers", "raw", "status_code")
+
+    def __init__(self, raw: urllib3.BaseHTTPResponse) -> None:
+        self.raw = raw
+        self.status_code = raw.status
+        self.headers = raw.headers  # case-insensitive, like requests' headers
+
+    @property
+    def content(self) -> bytes:
+        return self.raw.data or b""
+
+    def close(self) -> None:
+        """As requests does: drop the connection if the body was not read to its end, else free it."""
+        self.raw.close()
+        self.raw.release_conn()
+
+    def __enter__(self) -> UpstreamResponse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Route:
+    """How to reach one URL through one session without `Session.request`."""
+
+    __slots__ = ("adapter", "headers", "path", "pool", "request", "verify")
+
+    def __init__(self, session: requests.Session, url: str) -> None:
+        request = requests.Request("POST", url).prepare()
+        settings = session.merge_environment_settings(request.url, {}, None, None, None)
+        self.request = request
+        self.adapter: HTTPAdapter = session.get_adapter(request.url)  # type: ignore[assignment]
+        self.verify = settings["verify"]
+        self.path = request.path_url
+        self.headers = {k: v for k, v in session.headers.items() if v is not None}
+        self.pool = self._pool()
+
+    def _pool(self) -> urllib3.HTTPConnectionPool:
+        return self.adapter.get_connection_with_tls_context(self.request, self.verify, None, None)
+
+    def current_pool(self) -> urllib3.HTTPConnectionPool:
+        """The pool, fetched again if the pool manager has closed it (it keeps pool_connections)."""
+        if self.pool.pool is None:
+            self.pool = self._pool()
+        return self.pool
+
+
+def _route(session: requests.Session, url: str) -> _Route | None:
+    """The cached route for `url`, or None when the session must handle it (proxy, .netrc, a
+    custom adapter or client certificate)."""
+    routes = session.__dict__.setdefault("_ai_proxy_routes", {})
+    try:
+        return routes[url]
+    except KeyError:
+        pass
+    route: _Route | None = None
+    adapter = session.get_adapter(url)
+    plain = type(adapter) is HTTPAdapter and not session.cert and not session.cookies and not session.auth
+    if plain:
+        settings = session.merge_environment_settings(url, {}, None, None, None)
+        netrc = session.trust_env and get_netrc_auth(url)
+        if not select_proxy(url, settings["proxies"]) and not netrc:
+            route = _Route(session, url)
+    routes[url] = route
+    return route
+
+
+_timeouts: dict[tuple[float, float], urllib3.Timeout] = {}
+
+
+def _timeout(timeout: tuple[float, float]) -> urllib3.Timeout:
+    found = _timeouts.get(timeout)
+    if found is None:
+        found = _timeouts[timeout] = urllib3.Timeout(connect=timeout[0], read=timeout[1])
+    return found
+
+
 def send(
     session: requests.Session,
     url: str,
@@ -63,13 +163,69 @@ def send(
     timeout: tuple[float, float],
     stream: bool,
     model_name: str,
+) -> UpstreamResponse | requests.Response:
+    """POST and map transport failures to proxy errors whose text never carries the URL.
+
+    The answer is read whole unless `stream`; a streamed one is decoded (gzip) as it is read."""
+    route = _route(session, url)
+    if route is None:
+        return _send_with_session(session, url, data, headers, timeout, stream, model_name)
+    try:
+        raw = route.current_pool().urlopen(
+            "POST",
+            route.path,
+            body=data,
+            headers={**route.headers, **headers},
+            redirect=False,
+            assert_same_host=False,
+            preload_content=not stream,
+            decode_content=True,
+            retries=route.adapter.max_retries,
+            timeout=_timeout(timeout),
+        )
+    except MaxRetryError as exc:  # a connection that could not be made (mapped as requests does)
+        reason = exc.reason
+        if isinstance(reason, ConnectTimeoutError) and not isinstance(reason, NewConnectionError):
+            raise UpstreamTimeout(f"Upstream for model {model_name} timed out") from None
+        if isinstance(reason, SSLError):
+            raise _tls_error(model_name) from None
+        raise _connect_error(model_name) from None
+    except ReadTimeoutError:
+        raise UpstreamTimeout(f"Upstream for model {model_name} timed out") from None
+    except SSLError:
+        raise _tls_error(model_name) from None
+    except (HTTPError, ClosedPoolError, OSError):
+        raise _connect_error(model_name) from None
+    if raw.get_redirect_location():  # requests follows redirects: let it, for this URL from now on
+        raw.drain_conn()
+        raw.release_conn()
+        session.__dict__["_ai_proxy_routes"][url] = None
+        return _send_with_session(session, url, data, headers, timeout, stream, model_name)
+    return UpstreamResponse(raw)
+
+
+def _send_with_session(
+    session: requests.Session,
+    url: str,
+    data: bytes,
+    headers: Mapping[str, str],
+    timeout: tuple[float, float],
+    stream: bool,
+    model_name: str,
 ) -> requests.Response:
-    """POST and map transport failures to proxy errors whose text never carries the URL."""
     try:
         return session.post(url, data=data, headers=headers, timeout=timeout, stream=stream)
     except requests.Timeout:
         raise UpstreamTimeout(f"Upstream for model {model_name} timed out") from None
     except requests.exceptions.SSLError:
-        raise UpstreamError(f"TLS error talking to the upstream of model {model_name}") from None
+        raise _tls_error(model_name) from None
     except requests.RequestException:
-        raise UpstreamError(f"Could not connect to the upstream of model {model_name}") from None
+        raise _connect_error(model_name) from None
+
+
+def _tls_error(model_name: str) -> UpstreamError:
+    return UpstreamError(f"TLS error talking to the upstream of model {model_name}")
+
+
+def _connect_error(model_name: str) -> UpstreamError:
+    return UpstreamError(f"Could not connect to the upstream of model {model_name}")
