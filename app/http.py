@@ -204,6 +204,29 @@ def send(
     return UpstreamResponse(raw)
 
 
+def release(response: UpstreamResponse | requests.Response, wait: float = 0.05, most: int = 65536) -> None:
+    """A streamed answer has sent its last event: read what is left of its body (normally just the
+    chunked-encoding terminator, already on its way) so that urllib3 puts the connection back in the
+    pool for the next call. Otherwise closing the response would drop it, and every stream would pay
+    for a new TCP (and TLS) handshake. Waits at most `wait` seconds and reads at most `most` bytes;
+    when that is not enough the connection is just closed, as before."""
+    raw = response.raw
+    connection = getattr(raw, "connection", None)
+    sock = getattr(connection, "sock", None)
+    if sock is None:  # already back in the pool, or closed
+        return
+    try:
+        sock.settimeout(wait)  # urllib3 sets the timeout again before the connection's next request
+        left = most
+        while chunk := raw.read1(left):
+            left -= len(chunk)
+            if left <= 0:
+                response.close()
+                return
+    except Exception:  # whatever went wrong, the connection is not reused
+        response.close()
+
+
 def _send_with_session(
     session: requests.Session,
     url: str,

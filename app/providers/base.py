@@ -29,7 +29,7 @@ from app.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from app.http import SessionPool, send
+from app.http import SessionPool, release, send
 from app.sse import SSEEvent, iter_sse, read_chunks
 
 MAX_ERROR_BODY = 64 * 1024
@@ -160,7 +160,7 @@ class HttpProvider(Provider):
                 response.close()
             raise self.parse_error(response.status_code, content, response.headers)
         chunks = self.parse_stream(iter_sse(read_chunks(response.raw)))
-        return ChunkStream(self._guard(chunks), response.headers, partial(_abort, response))
+        return ChunkStream(self._guard(chunks, response), response.headers, partial(_abort, response))
 
     def _post(self, request: UpstreamRequest, *, stream: bool) -> requests.Response:
         return send(
@@ -173,8 +173,8 @@ class HttpProvider(Provider):
             model_name=self.model.name,
         )
 
-    def _guard(self, chunks: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        """Map read failures mid-stream to proxy errors."""
+    def _guard(self, chunks: Iterator[dict[str, Any]], response: Any) -> Iterator[dict[str, Any]]:
+        """Map read failures mid-stream to proxy errors; at a normal end, keep the connection."""
         name = self.model.name
         try:
             yield from chunks
@@ -184,6 +184,7 @@ class HttpProvider(Provider):
             raise UpstreamError(f"Upstream stream for model {name} broke off") from None
         except orjson.JSONDecodeError:
             raise UpstreamError(f"Upstream stream for model {name} sent an unreadable event") from None
+        release(response)
 
 
 # --- shared helpers for adapters ------------------------------------------------------------
