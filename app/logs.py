@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import logging
+import os
 import sys
+import threading
 import time
+import weakref
 
 import orjson
 
@@ -59,9 +64,92 @@ class TextFormatter(logging.Formatter):
         return f"{line} {' '.join(extras)}" if extras else line
 
 
+class BatchingHandler(logging.StreamHandler):
+    """Formats a record in the thread that logs it; one background thread per process writes the
+    lines in batches, at most `INTERVAL` seconds later. A WARNING or worse is written at once, after
+    the lines queued before it.
+
+    With a plain StreamHandler every access line takes the handler lock and makes a write(2) in the
+    request thread; with 32 threads in a worker, the lock handoffs and the GIL convoy around each
+    write cost ~0.15 ms of CPU per request under load, about a tenth of the whole. Lines still queued
+    are written at exit (logging.shutdown flushes every handler); a SIGKILL loses at most `INTERVAL`.
+    """
+
+    def __init__(self, stream=None) -> None:
+        super().__init__(stream)
+        self._pending: collections.deque[str] = collections.deque()
+        _batching.add(self)
+
+    def handle(self, record: logging.LogRecord) -> bool | logging.LogRecord:
+        rv = self.filter(record)
+        if rv:  # no handler lock: formatting is per record, and deque.append is atomic
+            self.emit(record)
+        return rv
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._pending.append(self.format(record) + self.terminator)
+        except Exception:
+            self.handleError(record)
+            return
+        if record.levelno >= logging.WARNING:
+            self.flush()
+        elif not _writer.running:
+            _writer.start()
+
+    def flush(self) -> None:
+        with self.lock:
+            pending = self._pending
+            lines = [pending.popleft() for _ in range(len(pending))]
+            if self.stream is None:
+                return
+            if lines:
+                self.stream.write("".join(lines))
+            if hasattr(self.stream, "flush"):
+                self.stream.flush()
+
+
+INTERVAL = 0.05
+_batching: weakref.WeakSet[BatchingHandler] = weakref.WeakSet()
+
+
+class _Writer:
+    """The thread that writes every BatchingHandler's queued lines, one per process."""
+
+    def __init__(self) -> None:
+        self.running = False
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        with self._lock:
+            if self.running:
+                return
+            self.running = True
+        threading.Thread(target=self._run, name="ai-proxy-log", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(INTERVAL)
+            for handler in list(_batching):
+                if handler._pending:  # a broken stream must not end the writer
+                    with contextlib.suppress(Exception):
+                        handler.flush()
+
+    def forked(self) -> None:
+        """In a new child: the parent writes what it had queued; the child starts its own writer."""
+        self._lock = threading.Lock()
+        self.running = False
+        for handler in list(_batching):
+            handler._pending.clear()
+
+
+_writer = _Writer()
+os.register_at_fork(after_in_child=_writer.forked)
+
+
 def setup_logging(level: str, fmt: str) -> None:
     """Configure the `ai_proxy` loggers once per process."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = BatchingHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger("ai_proxy")
     root.handlers[:] = [handler]
