@@ -243,8 +243,9 @@ def test_shared_redis_quota_across_workers_and_instances(fake_openai, gunicorn_s
     """Three workers plus a second gunicorn on another port admit exactly the limit between them."""
     models = [model(fake_openai, "a", model_size="SMALL", requests_per_minute=10)]
     env = {"AI_PROXY_API_KEYS": KEY, "AI_PROXY_STORAGE": redis_url}
-    first = gunicorn_server(config(models), env=env, workers=3)
-    second = gunicorn_server(config(models), env=env, workers=1)
+    settings = config(models, http={"read_timeout": 10, "connect_timeout": 5})  # a loaded CI box is slow
+    first = gunicorn_server(settings, env=env, workers=3)
+    second = gunicorn_server(settings, env=env, workers=1)
     statuses: Counter[int] = Counter()
     lock = threading.Lock()
     barrier = threading.Barrier(40)

@@ -30,8 +30,6 @@ SCOPES = ("GIGACHAT_API_PERS", "GIGACHAT_API_B2B", "GIGACHAT_API_CORP")
 
 
 class FakeGigaChat(FakeServer):
-    request_queue_size = 128  # many client threads connect at once
-
     def __init__(
         self,
         client_id: str = "cid",

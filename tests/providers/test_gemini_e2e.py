@@ -143,7 +143,7 @@ def test_rate_limit_falls_back_in_a_group_and_rests_the_model(fake, proxy):
     assert 0 < float(info.value.response.headers["Retry-After"]) <= 37
     assert len(fake.requests) == 2
 
-    fake.push_error("rate_limit", retry_delay="2s")
+    fake.push_error("rate_limit", retry_delay="10s")  # longer than retry.max_delay: not retried
     with pytest.raises(openai.RateLimitError):
         client.chat.completions.create(model=LITE, messages=HI)
 
