@@ -15,6 +15,7 @@ from typing import Any
 
 import requests
 import urllib3
+import urllib3.connection
 from requests.adapters import HTTPAdapter
 from requests.utils import get_netrc_auth, select_proxy
 from urllib3.exceptions import (
@@ -99,6 +100,47 @@ class UpstreamResponse:
         self.close()
 
 
+class _OneWrite:
+    """urllib3 writes a request's header block and its body with two send() calls: two syscalls, two
+    TCP segments (TLS records) and a GIL handoff each. For a body of at most 64 KiB (every chat
+    request) this sends them together; anything held is sent before request() returns."""
+
+    _held: bytes | None = None
+    _hold = False
+
+    def request(self, method: str, url: str, body: Any = None, headers: Any = None, **kwargs: Any) -> None:
+        self._hold = isinstance(body, bytes) and 0 < len(body) <= 65536 and not kwargs.get("chunked")
+        try:
+            super().request(method, url, body=body, headers=headers, **kwargs)  # type: ignore[misc]
+            if self._held is not None:
+                self._hold = False
+                super().send(self._held)  # type: ignore[misc]
+        finally:
+            self._hold, self._held = False, None
+
+    def send(self, data: Any) -> None:
+        if self._hold:
+            if self._held is None:  # the header block: wait for the body
+                self._held = data
+                return
+            data, self._held, self._hold = self._held + data, None, False
+        super().send(data)  # type: ignore[misc]
+
+
+class _OneWriteHTTPConnection(_OneWrite, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _OneWriteHTTPSConnection(_OneWrite, urllib3.connection.HTTPSConnection):
+    pass
+
+
+_ONE_WRITE = {
+    urllib3.connection.HTTPConnection: _OneWriteHTTPConnection,
+    urllib3.connection.HTTPSConnection: _OneWriteHTTPSConnection,
+}
+
+
 class _Route:
     """How to reach one URL through one session without `Session.request`."""
 
@@ -115,7 +157,9 @@ class _Route:
         self.pool = self._pool()
 
     def _pool(self) -> urllib3.HTTPConnectionPool:
-        return self.adapter.get_connection_with_tls_context(self.request, self.verify, None, None)
+        pool = self.adapter.get_connection_with_tls_context(self.request, self.verify, None, None)
+        pool.ConnectionCls = _ONE_WRITE.get(pool.ConnectionCls, pool.ConnectionCls)  # type: ignore[misc]
+        return pool
 
     def current_pool(self) -> urllib3.HTTPConnectionPool:
         """The pool, fetched again if the pool manager has closed it (it keeps pool_connections)."""
