@@ -3,6 +3,8 @@ one write per small request, streams that give their connection back, and the sa
 
 from __future__ import annotations
 
+import http.client
+import io
 import socket
 import threading
 
@@ -11,7 +13,7 @@ import requests
 
 from app.config import HttpConfig, ModelConfig
 from app.errors import UpstreamError, UpstreamTimeout
-from app.http import SessionPool, UpstreamResponse, send
+from app.http import SessionPool, UpstreamResponse, _parse_headers, send
 from app.providers.openai import OpenAICompatible
 from tests.fakes.server import Behavior, FakeServer, sse
 
@@ -121,3 +123,23 @@ def test_a_finished_stream_gives_its_connection_back(fake) -> None:
         assert [c["choices"][0]["delta"]["content"] for c in stream] == ["hi"]
         stream.close()
     assert len({r.client_port for r in fake.requests}) == 1
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        b"Content-Type: application/json\r\nContent-Length: 12\r\n\r\n",
+        b"Set-Cookie: a=1\r\nset-cookie: b=2\r\nX-Spaced:   v  \r\nX-Empty:\r\nX-Colon: a:b\r\n\r\n",
+        b"X-Folded: one\r\n two\r\nContent-Length: 3\r\n\r\n",  # obs-fold: the email parser's job
+        b"Not a header line\r\nContent-Length: 3\r\n\r\n",
+        b"Bare-LF: yes\nContent-Length: 3\n\n",
+        b"",
+    ],
+)
+def test_fast_header_parsing_matches_http_client(block: bytes) -> None:
+    expected = http.client.parse_headers(io.BytesIO(block))
+    got = _parse_headers(io.BytesIO(block))
+    assert type(got) is type(expected)
+    assert got.items() == expected.items()
+    assert got.get("content-length") == expected.get("content-length")
+    assert got.get_all("set-cookie") == expected.get_all("set-cookie")
