@@ -115,6 +115,36 @@ class Run:
             self.log(f"ceiling {name}: {result.rps:,.0f} req/s at 64 connections")
         self.results["ceilings"] = found
 
+    def floor(self) -> None:
+        """bench.floor's two apps under gunicorn.conf.py: what gunicorn + Flask cost, and gunicorn +
+        Flask + one urllib3 call to the same fake, without any of the proxy's own work."""
+        found: dict[str, Any] = {}
+        body = payloads.request_body("bench/fast")
+        for name in ("static", "upstream"):
+            port = procs.free_port()
+            env = {"BENCH_UPSTREAM_PORT": str(self.nginx_port)}
+            server = procs.Gunicorn(
+                self.config, port, env, self.dir / f"floor-{name}.log", 1, app=f"bench.floor:{name}"
+            )
+            server.start()
+            try:
+                targets = {"direct": Target(self.nginx_port, CHAT, body), name: Target(port, CHAT, body)}
+                times = client.interleaved(targets, 1000, warmup=200)
+                before = server.cpu_seconds()
+                result = load.run_wrk(
+                    f"http://127.0.0.1:{port}{CHAT}", body, self.dir, connections=64, seconds=6
+                )
+                cpu = server.cpu_seconds() - before
+            finally:
+                server.stop()
+            found[name] = {
+                "added_p50_ms": ms(percentile(times[name], 50) - percentile(times["direct"], 50)),
+                "c64_rps": round(result.rps),
+                "c64_cpu_ms_per_request": round(cpu * 1000.0 / max(result.requests, 1), 3),
+            }
+            self.log(f"floor {name}: {found[name]}")
+        self.results["floor"] = found
+
     def startups(self, runs: int = 5) -> None:
         """Start-up to the first 200 from GET /health, `runs` times (memory storage, as shipped)."""
         times = []
@@ -399,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
         run.ceilings()
         run.scenario("memory", "memory", 1, full=True)
         run.startups(3 if args.quick else 5)
+        if not args.quick:
+            run.floor()
         if not args.no_soak and not args.quick:
             run.leak()
         if not args.no_redis and not redis_answers(REDIS_URL):

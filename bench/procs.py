@@ -164,8 +164,10 @@ class Gunicorn:
         log: Path,
         workers: int,
         app_dir: Path = REPO,
+        app: str = "wsgi:app",
     ) -> None:
         self.app_dir = app_dir
+        self.app = app
         self.port = port
         self.workers = workers
         self.log = log
@@ -183,7 +185,7 @@ class Gunicorn:
 
     def start(self, timeout: float = 30.0) -> Gunicorn:
         """Start it and time it to the first 200 from GET /health."""
-        gunicorn = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
+        gunicorn = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", self.app]
         with open(self.log, "ab") as out:
             started = time.perf_counter()
             self.proc = subprocess.Popen(
@@ -210,7 +212,8 @@ class Gunicorn:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
         try:
             conn.request("GET", "/health")
-            return conn.getresponse().status == 200
+            status = conn.getresponse().status
+            return status == 200 or (self.app != "wsgi:app" and status < 500)  # bench.floor: any answer
         except (OSError, http.client.HTTPException):
             return False
         finally:

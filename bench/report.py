@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -197,6 +198,25 @@ def render(results: dict[str, Any]) -> str:
         lambda s: _pair(_get(s, "rss_after_10k", "workers_max"), _get(s, "rss_after_100k", "workers_max"), 1),
     )
 
+    floor = results.get("floor")
+    if floor:
+        lines += [
+            "",
+            "The stack's floor, same gunicorn.conf.py (bench/floor.py: no auth, routing, quota, metrics or "
+            "logging):",
+            "",
+            "| app | added sequential p50 (ms) | 64 connections: req/s | CPU per request (ms) |",
+            "|---|---|---|---|",
+        ]
+        for name, label in (
+            ("static", "gunicorn + Flask, fixed answer"),
+            ("upstream", "gunicorn + Flask + one urllib3 call to the fake"),
+        ):
+            f = floor.get(name) or {}
+            lines.append(
+                f"| {label} | {_num(f.get('added_p50_ms'), '{:.3f}')} | {_num(f.get('c64_rps'), '{:,}')} | "
+                f"{_num(f.get('c64_cpu_ms_per_request'), '{:.3f}')} |"
+            )
     lines += ["", "| target | limit | measured | |", "|---|---|---|---|"]
     for label, scenario, getter, limit, unit in TARGETS:
         data = scenarios.get(scenario)
@@ -207,10 +227,31 @@ def render(results: dict[str, Any]) -> str:
         if value is None:
             lines.append(f"| {label} | ≤ {limit:g} {unit} | not run | |")
             continue
-        verdict = "met" if value <= limit else f"**MISSED** by {value - limit:.2f} {unit}"
+        over = f"{value - limit:.3f}" if unit in ("ms", "s") else f"{value - limit:.1f}"
+        verdict = "met" if value <= limit else f"**MISSED** by {over} {unit}"
         lines.append(f"| {label} | ≤ {limit:g} {unit} | {value:g} {unit} | {verdict} |")
     return "\n".join(lines)
 
 
+def median_of(runs: list[Any]) -> Any:
+    """Each number replaced by its median over the runs (same shape; other values from the first)."""
+    first = runs[0]
+    if isinstance(first, bool) or not runs:
+        return first
+    if isinstance(first, int | float) and all(isinstance(r, int | float) for r in runs):
+        value = statistics.median(runs)
+        return round(value, 3) if isinstance(value, float) else value
+    if isinstance(first, dict):
+        return {k: median_of([r[k] for r in runs if isinstance(r, dict) and k in r]) for k in first}
+    if isinstance(first, list) and all(isinstance(r, list) and len(r) == len(first) for r in runs):
+        return [median_of([r[i] for r in runs]) for i in range(len(first))]
+    return first
+
+
 if __name__ == "__main__":
-    print(render(json.loads(Path(sys.argv[1]).read_text())))
+    loaded = [json.loads(Path(name).read_text()) for name in sys.argv[1:]]
+    merged = median_of(loaded)
+    if len(loaded) > 1:
+        merged["machine"]["date"] += f"; median of {len(loaded)} runs"
+        merged["machine"]["load_avg_at_start"] = [r["machine"]["load_avg_at_start"][0] for r in loaded]
+    print(render(merged))

@@ -66,5 +66,5 @@ def test_wrk_script_and_report_render() -> None:
     }
     text = report.render({"machine": machine, "scenarios": {"memory": scenario}})
     assert "| **added** sequential p50 / p99 (ms) |  | **0.800 / 1.200** |" in text
-    assert "| CPU per proxied request at c64 (memory) | ≤ 1 ms | 1.2 ms | **MISSED** by 0.20 ms |" in text
+    assert "| CPU per proxied request at c64 (memory) | ≤ 1 ms | 1.2 ms | **MISSED** by 0.200 ms |" in text
     assert "| added latency p50, sequential (memory) | ≤ 1 ms | 0.8 ms | met |" in text
