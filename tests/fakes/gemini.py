@@ -35,7 +35,7 @@ __all__ = [
     "usage_metadata",
 ]
 
-API_KEY = "AIzaSyFake-gemini-key-0123456789abcdefgh"
+API_KEY = "test-gemini-key-not-real"
 DEFAULT_MODEL = "gemini-2.0-flash"
 RESPONSE_ID = "ibRCaOfLGfuQ1PIPqNma8Aw"
 JSON_TYPE = "application/json; charset=UTF-8"
