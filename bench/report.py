@@ -234,13 +234,13 @@ def render(results: dict[str, Any]) -> str:
 
 
 def median_of(runs: list[Any]) -> Any:
-    """Each number replaced by its median over the runs (same shape; other values from the first)."""
+    """Each number replaced by its median over the runs (the lower middle one for an even count; the
+    same shape; other values from the first run)."""
     first = runs[0]
     if isinstance(first, bool) or not runs:
         return first
     if isinstance(first, int | float) and all(isinstance(r, int | float) for r in runs):
-        value = statistics.median(runs)
-        return round(value, 3) if isinstance(value, float) else value
+        return statistics.median_low(runs)  # an observed value, also for an even number of runs
     if isinstance(first, dict):
         return {k: median_of([r[k] for r in runs if isinstance(r, dict) and k in r]) for k in first}
     if isinstance(first, list) and all(isinstance(r, list) and len(r) == len(first) for r in runs):
