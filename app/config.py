@@ -75,6 +75,9 @@ class HttpConfig:
     pool_maxsize: int = 64
     proxy: str = ""
     verify: bool | str = True
+    stream_max_seconds: float = 600.0  # the longest a whole stream may last
+    max_response_bytes: int = 32 * 1024 * 1024  # after decompression
+    max_sse_line_bytes: int = 1024 * 1024  # one line of an upstream's event stream
 
 
 @dataclass(frozen=True, slots=True)
