@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -12,10 +12,11 @@ if TYPE_CHECKING:
     from app.config import Config
 
 
-def create_app(config: Config | None = None) -> Flask:
+def create_app(config: Config | None = None, **services: Any) -> Flask:
     """The app factory: build every service from `config` (default: load it) and register the API.
 
-    Imports are local so that `app.__version__` and the CLI stay cheap to import.
+    `services` go to `build_services` (an injected `clock` or `sleep`, for tests). Imports are local
+    so that `app.__version__` and the CLI stay cheap to import.
     """
     import logging
 
@@ -35,7 +36,7 @@ def create_app(config: Config | None = None) -> Flask:
     log = logging.getLogger("ai_proxy")
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
-    app.extensions["ai_proxy"] = build_services(config)
+    app.extensions["ai_proxy"] = build_services(config, **services)
     api.register(app)
     if not config.server.api_keys:
         log.warning(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from app.config import Config
@@ -27,11 +28,19 @@ class Services:
         self.sessions.close()
 
 
-def build_services(config: Config) -> Services:
-    """Sessions, storage, router, one provider per enabled model, and the gateway over them."""
+def build_services(
+    config: Config,
+    *,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Services:
+    """Sessions, storage, router, one provider per enabled model, and the gateway over them.
+
+    `clock` (the router's quota and cooldown time) and `sleep` (the gateway's retry waits) are
+    injectable so that tests can drive time instead of waiting for it."""
     sessions = SessionPool(config.http)
     storage = create_storage(config.storage, namespace="ai-proxy")
-    router = Router(config.models, storage, config.routing, config.breaker, clock=time.time)
+    router = Router(config.models, storage, config.routing, config.breaker, clock=clock)
     providers = {m.name: build_provider(m, sessions, config.http) for m in config.enabled_models}
-    gateway = Gateway(config, router, providers)
-    return Services(config, sessions, router, providers, gateway, time.time())
+    gateway = Gateway(config, router, providers, sleep=sleep)
+    return Services(config, sessions, router, providers, gateway, clock())

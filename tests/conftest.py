@@ -1,4 +1,4 @@
-"""Shared fixtures: fake upstreams, real gunicorn servers, Redis."""
+"""Shared fixtures: fake upstreams, the app in process, real gunicorn servers, Redis."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.openai import FakeOpenAI
-from tests.harness import GunicornServer
+from tests.harness import GunicornServer, InProcessProxy
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
 
@@ -23,10 +23,27 @@ def fake_openai() -> Iterator[FakeOpenAI]:
 
 
 @pytest.fixture
+def in_process() -> Iterator[Callable[..., InProcessProxy]]:
+    """Factory: `in_process(config, env=..., clock=...)` builds an `InProcessProxy` (same arguments);
+    every one is closed at teardown."""
+    proxies: list[InProcessProxy] = []
+
+    def build(config_yaml: Any, **kwargs: Any) -> InProcessProxy:
+        proxy = InProcessProxy(config_yaml, **kwargs)
+        proxies.append(proxy)
+        return proxy
+
+    yield build
+    for proxy in reversed(proxies):
+        proxy.close()
+
+
+@pytest.fixture
 def gunicorn_server(tmp_path: Path) -> Iterator[Callable[..., GunicornServer]]:
     """Factory: `gunicorn_server(config, env=..., workers=..., ...)` starts a GunicornServer (same
-    arguments) and returns it; every server is stopped at teardown, its log tail printed (pytest shows
-    it for failing tests) and kept under tmp_path."""
+    arguments) and returns it; every server still running is killed at teardown (a test of shutdown
+    stops it itself), its log tail printed (pytest shows it for failing tests) and kept under
+    tmp_path."""
     servers: list[GunicornServer] = []
 
     def start(config_yaml: Any, **kwargs: Any) -> GunicornServer:
@@ -37,17 +54,33 @@ def gunicorn_server(tmp_path: Path) -> Iterator[Callable[..., GunicornServer]]:
 
     yield start
     for server in reversed(servers):
-        code = server.stop()
+        code = server.kill()
         print(f"--- gunicorn on port {server.port} exited {code}; {server.log_path}:\n{server.log_tail()}")
+
+
+def worker_redis_url() -> str:
+    """`REDIS_URL` or redis://127.0.0.1:6379/15; under pytest-xdist worker `gwN` uses the db N below
+    it (wrapping at 0), so that parallel workers never flush each other's data."""
+    from urllib.parse import urlsplit
+
+    url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return url
+    parts = urlsplit(url)
+    base = int(parts.path.strip("/") or 0)
+    db = (base - 1 - int(worker[2:])) % 16
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{parts.scheme}://{parts.netloc}/{db}{query}"
 
 
 @pytest.fixture
 def redis_url() -> Iterator[str]:
-    """`REDIS_URL` or redis://127.0.0.1:6379/15, FLUSHED before and after the test (use a disposable
-    DB); skips the test when Redis does not answer within 0.5 s."""
+    """`worker_redis_url()`, FLUSHED before and after the test (use a disposable DB); skips the test
+    when Redis does not answer within 0.5 s."""
     import redis
 
-    url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+    url = worker_redis_url()
     client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
     try:
         client.ping()

@@ -129,7 +129,8 @@ def test_metrics_need_a_client_key_unless_public(gunicorn_server, fake_openai):
 
 @pytest.mark.e2e
 def test_the_made_up_metrics_dir_is_removed_on_exit(gunicorn_server, fake_openai):
-    server = gunicorn_server(config(model(fake_openai.chat_url, "fake/up")), env=FAST_ENV)
+    env = {**FAST_ENV, "PROMETHEUS_MULTIPROC_DIR": None}  # no dir given: gunicorn.conf.py makes one
+    server = gunicorn_server(config(model(fake_openai.chat_url, "fake/up")), env=env)
     assert stream(server.port, chat_body("fake/up")).status == 200
     # The worker maps its metric files: that is where the dir made by gunicorn.conf.py shows.
     maps = Path(f"/proc/{server.pids()[1]}/maps").read_text()
