@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.ops.conftest import FAST_ENV, chat_body, config, get, model, stream, wait_until
+from tests.ops.conftest import FAST_ENV, chat_body, config, connect_refused, get, model, stream, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -42,9 +42,9 @@ def test_sigterm_lets_in_flight_streams_and_answers_finish(gunicorn_server, fake
         sigterm = time.monotonic()
         stopper = threading.Thread(target=server.stop, kwargs={"sig": signal.SIGTERM, "timeout": 15})
         stopper.start()
-        # No new request is answered any more. (The workers stop calling accept(); until they exit,
-        # the kernel may still complete a handshake, but the request is never served.)
-        time.sleep(0.3)
+        # No new request is answered any more: the listening socket is closed (a condition waited
+        # for, not a guessed delay) while the streams still run.
+        assert wait_until(lambda: connect_refused(server.port), 5)
         late = pool.submit(_late_request, server.port)
         results = [f.result(timeout=20) for f in streams]
         plain_result = plain.result(timeout=20)
@@ -86,7 +86,8 @@ def test_stream_longer_than_graceful_timeout_is_cut_visibly(gunicorn_server, fak
         exited_after = time.monotonic() - sigterm
         result = running.result(timeout=15)
     record_property("cut_after_graceful_timeout_s", round(exited_after, 2))
-    assert 1.8 < exited_after < 4.5, exited_after
+    # Cut after graceful_timeout (2 s), long before the stream's own end (~10 s).
+    assert 1.8 < exited_after < 8, exited_after
     assert result.content  # it was streaming
     assert "[DONE]" not in result.datas
     assert not result.complete
