@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -48,9 +49,13 @@ def test_aborted_streams_leak_nothing(gunicorn_server, fake_openai, record_prope
     long_answer = [f" w{i}" for i in range(400)]
     fake_openai.set_default("chat", fake_openai.reply(content=long_answer, chunk_delay=0.02))
 
-    # Warm up: pools, lazily started threads, allocator arenas.
-    for _ in range(10):
-        _abort_after_first_content(server.port, chat_body("fake/concrete"))
+    # Warm up: pools, lazily started threads, allocator arenas. The warm-up aborts 8 streams at a time
+    # (as many as the worker has threads), so the thread pools grow to what 8 concurrent streams need;
+    # the 100 aborts measured below come one by one and, however slow a loaded machine makes them,
+    # never overlap more than that: a thread more afterwards is a leak, not a pool that grew.
+    body = chat_body("fake/concrete")
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: _abort_after_first_content(server.port, body), range(24)))
     assert wait_until(lambda: all(r.client_gone for r in fake_openai.chat_requests), 10)
     time.sleep(0.5)
     before = proc_usage(worker)
