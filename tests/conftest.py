@@ -58,29 +58,14 @@ def gunicorn_server(tmp_path: Path) -> Iterator[Callable[..., GunicornServer]]:
         print(f"--- gunicorn on port {server.port} exited {code}; {server.log_path}:\n{server.log_tail()}")
 
 
-def worker_redis_url() -> str:
-    """`REDIS_URL` or redis://127.0.0.1:6379/15; under pytest-xdist worker `gwN` uses the db N below
-    it (wrapping at 0), so that parallel workers never flush each other's data."""
-    from urllib.parse import urlsplit
-
-    url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    if not worker.startswith("gw"):
-        return url
-    parts = urlsplit(url)
-    base = int(parts.path.strip("/") or 0)
-    db = (base - 1 - int(worker[2:])) % 16
-    query = f"?{parts.query}" if parts.query else ""
-    return f"{parts.scheme}://{parts.netloc}/{db}{query}"
-
-
 @pytest.fixture
 def redis_url() -> Iterator[str]:
-    """`worker_redis_url()`, FLUSHED before and after the test (use a disposable DB); skips the test
-    when Redis does not answer within 0.5 s."""
+    """`REDIS_URL` or redis://127.0.0.1:6379/15, FLUSHED before and after the test (use a disposable
+    DB); skips the test when Redis does not answer within 0.5 s. Under pytest-xdist every test that
+    uses it runs in one worker (see below), so parallel workers never flush each other's data."""
     import redis
 
-    url = worker_redis_url()
+    url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
     client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
     try:
         client.ping()
@@ -97,10 +82,17 @@ def redis_url() -> Iterator[str]:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests using `redis_url` are marked `redis`, those using `gunicorn_server` are marked `e2e`."""
+    """Tests using `redis_url` are marked `redis`, those using `gunicorn_server` are marked `e2e`.
+
+    For pytest-xdist's `--dist loadgroup`: the tests of one file share a group (one worker starts a
+    module's servers and fakes once), except that every test using Redis is in the group `redis`, so
+    they all use the one database of REDIS_URL, one after another."""
     for item in items:
         names = getattr(item, "fixturenames", ())
         if "redis_url" in names:
             item.add_marker(pytest.mark.redis)
+            item.add_marker(pytest.mark.xdist_group("redis"))
+        else:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
         if "gunicorn_server" in names:
             item.add_marker(pytest.mark.e2e)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 
 import pytest
 
@@ -75,7 +76,9 @@ def test_aborted_streams_leak_nothing(gunicorn_server, fake_openai, record_prope
     time.sleep(0.5)
     after = proc_usage(worker)
     elapsed = time.monotonic() - t0
-    record_property("aborted_streams", {"before": before, "after": after, "seconds": round(elapsed, 2)})
+    record_property(
+        "aborted_streams", {"before": asdict(before), "after": asdict(after), "seconds": round(elapsed, 2)}
+    )
     print(f"100 aborted streams in {elapsed:.1f}s: before {before}, after {after}")
     assert after.threads <= before.threads, (before, after)
     assert after.fds <= before.fds, (before, after)
