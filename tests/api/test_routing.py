@@ -18,7 +18,7 @@ KEY = "test-client-key"
 
 
 def routing_config(fake: FakeOpenAI, *models: dict[str, Any], **sections: Any) -> dict[str, Any]:
-    sections.setdefault("http", {"read_timeout": 1, "connect_timeout": 1, "stream_idle_timeout": 1})
+    sections.setdefault("http", {"read_timeout": 2, "connect_timeout": 2, "stream_idle_timeout": 2})
     sections.setdefault("retry", {"max_attempts": 1})
     sections.setdefault("routing", {"cooldown_seconds": 30})
     sections.setdefault("server", {"heartbeat_seconds": 0})
@@ -88,7 +88,7 @@ def test_priority_then_least_recently_used(build) -> None:
     "failure",
     [
         Behavior(status=500, json={"error": {"message": "boom", "type": "server_error"}}),
-        Behavior(delay=30, json={}),  # far longer than read_timeout (1 s)
+        Behavior(delay=30, json={}),  # far longer than read_timeout (2 s)
         Behavior(drop=True),
     ],
     ids=["500", "timeout", "dropped"],

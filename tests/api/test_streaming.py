@@ -14,7 +14,7 @@ from tests.ops.conftest import FAST_ENV, app_stream, chat_body, config, model
 
 WORDS = ["One", " two", " three", " four", " five"]
 # Timeouts far apart from the fakes' delays, so that no outcome depends on the machine's load.
-FAST_HTTP = {"connect_timeout": 1, "read_timeout": 5, "stream_idle_timeout": 1}
+FAST_HTTP = {"connect_timeout": 2, "read_timeout": 5, "stream_idle_timeout": 2}
 
 
 def assert_complete(result, text: str = "".join(WORDS)) -> None:
@@ -42,7 +42,7 @@ def push_failure(fake: FakeOpenAI, kind: str) -> None:
     what = FAILURES[kind]
     if isinstance(what, Behavior):
         fake.push("chat", what)
-    elif what == "timeout":  # headers far later than http.stream_idle_timeout (1 s)
+    elif what == "timeout":  # headers far later than http.stream_idle_timeout (2 s)
         fake.push_chat(delay=30)
     elif what == "drop_after_role":
         fake.push_chat(content=WORDS, drop_after=1)
@@ -139,7 +139,7 @@ def test_failure_after_content_ends_with_error_event_and_done(in_process, fake_o
     assert result.errors[0]["message"] and result.errors[0]["type"]
     assert result.datas[-2:] == [{"error": result.errors[0]}, "[DONE]"]
     assert result.complete
-    # A stall is cut after stream_idle_timeout (1 s), never waited out: far sooner than the stall.
+    # A stall is cut after stream_idle_timeout (2 s), never waited out: far sooner than the stall.
     assert result.events[-1].at - result.started < stall_for / 2
     assert len(fake_openai.chat_requests) == 1  # content was sent: no retry behind the client's back
 

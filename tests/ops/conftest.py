@@ -91,7 +91,9 @@ def proc_usage(pid: int) -> ProcUsage:
     )
 
 
-def wait_until(predicate, timeout: float = 5.0, interval: float = 0.05) -> bool:
+def wait_until(predicate, timeout: float = 15.0, interval: float = 0.05) -> bool:
+    """Poll `predicate` until it holds (True) or `timeout` passes (its last value): a bound that only
+    matters when the test fails, so it is generous for a loaded machine."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():

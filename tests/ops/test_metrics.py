@@ -76,7 +76,7 @@ def test_metrics_sum_every_worker_and_read_shared_quota(gunicorn_server, redis_u
             return all(requests_count(scrape(server.port), "fake/up") == 25 for _ in range(6))
 
         # The access hook runs when the response is closed, just after the client saw [DONE].
-        assert wait_until(served_everywhere, 3)
+        assert wait_until(served_everywhere, 15)
         samples = scrape(server.port)
         assert value(samples, "ai_proxy_fallbacks_total", requested="SMALL") == 1
         assert (
@@ -112,7 +112,7 @@ def test_metrics_sum_every_worker_and_read_shared_quota(gunicorn_server, redis_u
 
         # A worker that dies keeps its counts; gunicorn's child_exit hook tidies its live files.
         os.kill(workers[0], signal.SIGKILL)
-        assert wait_until(lambda: len(server.pids()) == 3 and workers[0] not in server.pids(), 10)
+        assert wait_until(lambda: len(server.pids()) == 3 and workers[0] not in server.pids(), 20)
         assert all(requests_count(scrape(server.port), "fake/up") == 25 for _ in range(4))
 
 

@@ -33,18 +33,18 @@ def test_sigterm_lets_in_flight_streams_and_answers_finish(gunicorn_server, fake
     fake_openai.set_default("chat", fake_openai.reply(content=PIECES, chunk_delay=0.3))
     with ThreadPoolExecutor(4) as pool:
         streams = [pool.submit(stream, server.port, chat_body("fake/concrete"), timeout=30) for _ in range(3)]
-        assert wait_until(lambda: len(fake_openai.chat_requests) == 3, 5)
+        assert wait_until(lambda: len(fake_openai.chat_requests) == 3, 15)
         fake_openai.push_chat(delay=2.0)
         plain = pool.submit(stream, server.port, {**chat_body("fake/concrete"), "stream": False}, timeout=30)
-        assert wait_until(lambda: len(fake_openai.chat_requests) == 4, 5)
-        assert wait_until(lambda: all(len(r.sent_at) >= 2 for r in fake_openai.chat_requests[:3]), 5)
+        assert wait_until(lambda: len(fake_openai.chat_requests) == 4, 15)
+        assert wait_until(lambda: all(len(r.sent_at) >= 2 for r in fake_openai.chat_requests[:3]), 15)
 
         sigterm = time.monotonic()
         stopper = threading.Thread(target=server.stop, kwargs={"sig": signal.SIGTERM, "timeout": 15})
         stopper.start()
         # No new request is answered any more: the listening socket is closed (a condition waited
         # for, not a guessed delay) while the streams still run.
-        assert wait_until(lambda: connect_refused(server.port), 5)
+        assert wait_until(lambda: connect_refused(server.port), 15)
         late = pool.submit(_late_request, server.port)
         results = [f.result(timeout=20) for f in streams]
         plain_result = plain.result(timeout=20)

@@ -57,7 +57,7 @@ def test_aborted_streams_leak_nothing(gunicorn_server, fake_openai, record_prope
     body = chat_body("fake/concrete")
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda _: _abort_after_first_content(server.port, body), range(24)))
-    assert wait_until(lambda: all(r.client_gone for r in fake_openai.chat_requests), 10)
+    assert wait_until(lambda: all(r.client_gone for r in fake_openai.chat_requests), 20)
     time.sleep(0.5)
     before = proc_usage(worker)
 
@@ -68,11 +68,11 @@ def test_aborted_streams_leak_nothing(gunicorn_server, fake_openai, record_prope
     aborted = fake_openai.chat_requests[started:]
     assert len(aborted) == 100
     # The fake notices the proxy hung up when its next write fails (every 20 ms while streaming).
-    assert wait_until(lambda: all(r.client_gone for r in fake_openai.chat_requests[started:]), 10)
-    # Nowhere near the 8 s a 400-word answer takes: every upstream was closed at once.
+    assert wait_until(lambda: all(r.client_gone for r in fake_openai.chat_requests[started:]), 20)
+    # Nowhere near the 8 s a 400-word answer takes (the reference): every upstream was closed at once.
     longest = max(r.sent_at[-1] - r.headers_sent_at for r in fake_openai.chat_requests[started:])
-    assert longest < 2.0, longest
-    assert wait_until(lambda: proc_usage(worker).threads <= before.threads, 5)
+    assert longest < len(long_answer) * 0.02 / 2, longest
+    assert wait_until(lambda: proc_usage(worker).threads <= before.threads, 15)
     time.sleep(0.5)
     after = proc_usage(worker)
     elapsed = time.monotonic() - t0
