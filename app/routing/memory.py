@@ -165,6 +165,7 @@ class MemoryStorage(Storage):
             entry = self._entries.get(rid)
             if entry is None:  # no window counts it any more
                 return
+            used = max(used, 0)  # a window's sum never goes negative, whatever the caller says
             delta, entry[1] = used - entry[1], used
             model = self._models[plan.name]
             for span in plan.spans:

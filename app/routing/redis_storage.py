@@ -37,7 +37,12 @@ MAX_CONNECTIONS = 64  # per process; a reservation holds one for a single round 
 # tokens of entries that left it; `w` is the window hash as a table, written back by `save`.
 _PRELUDE = """
 local function fmt(x) return string.format('%d', x) end
-local function tokens_of(member) return tonumber(string.match(member, '|(%d+)$')) end
+-- Whatever a member holds (older versions wrote negative counts), it reads as a count >= 0.
+local function tokens_of(member)
+  local n = tonumber(string.match(member, '|([^|]*)$') or '')
+  if n == nil or n ~= n or n < 0 then return 0 end
+  return n
+end
 
 local function load(wkey)
   local flat = redis.call('HGETALL', wkey)
@@ -49,9 +54,11 @@ end
 local function advance(lkey, w, s)
   s.cur = tonumber(w['c' .. s.id]) or 0
   s.sum = tonumber(w['s' .. s.id]) or 0
+  if s.sum < 0 then s.sum = 0 end
   if s.floor > s.cur then
     local gone = redis.call('ZRANGEBYSCORE', lkey, '(' .. fmt(s.cur), fmt(s.floor))
     for i = 1, #gone do s.sum = s.sum - tokens_of(gone[i]) end
+    if s.sum < 0 then s.sum = 0 end -- only if the sum and the log ever disagree
     if #gone > 0 then w.changed = true end
     s.cur = s.floor
   end
@@ -304,6 +311,7 @@ class RedisStorage(Storage):
 
     def settle(self, plan: ModelPlan, rid: str, reserved: int, used: int) -> None:
         _, log_key, windows_key = self._keys_for(plan.name)
+        used = max(used, 0)
         args = [f"{rid}|{reserved}", f"{rid}|{used}", used - reserved, *(s.id for s in plan.spans)]
         self._run(self._script, self._settle, [log_key, windows_key], args)
 

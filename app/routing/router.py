@@ -7,11 +7,14 @@ failures and decides when a breaker opens or closes.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import logging
 import math
 import os
+import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +43,24 @@ from app.routing.storage import (
     Storage,
 )
 
+log = logging.getLogger("ai_proxy.routing")
+
 MAX_ERROR_CHARS = 500
+# No single request reports more tokens than this (the largest context windows are a few million):
+# a bigger number is an upstream's bug or a hostile answer, and must not wreck a window.
+MAX_TOKENS = 10_000_000
+
+
+def valid_tokens(value: object) -> int | None:
+    """A token count fit for a window: a non-negative integer, at most MAX_TOKENS; None when the
+    value is not a count at all (negative, fractional, not a number)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not value.is_integer():
+        return None
+    if value < 0:
+        return None
+    return min(int(value), MAX_TOKENS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +112,13 @@ class Router:
         # Per model, its tightest request window as of this process's last reservation:
         # (limit, remaining, reset time), so ratelimit_headers costs no storage round trip.
         self._seen: dict[str, tuple[int, int, int]] = {}
+        self._settle_failures = 0
+        self._settle_lock = threading.Lock()
+
+    @property
+    def settle_failures(self) -> int:
+        """Outcomes (usage, rests, breaker results) the storage failed to record."""
+        return self._settle_failures
 
     def resolve(self, name: str, kind: str) -> list[ModelConfig]:
         """A concrete model by its exact name, or the enabled models of a group (any case)."""
@@ -115,6 +142,7 @@ class Router:
     ) -> Reservation:
         """Reserve one request and `tokens` on the best candidate that can take them."""
         now = self._now()
+        tokens = valid_tokens(tokens) or 0
         rid = f"{self._id_prefix}{os.getpid()}-{next(self._ids)}"  # unique in forked workers too
         plans: list[ModelPlan] = []
         tried: list[bool] = []
@@ -141,8 +169,30 @@ class Router:
             self._breakers[name].half_open()
         return Reservation(self._models[name], rid, tokens, pick.trial, pick.failing)
 
-    def succeeded(self, res: Reservation, headers: Mapping[str, str], used_tokens: int | None) -> None:
-        """Settle tokens to the real usage and follow the upstream's own rate-limit hints."""
+    def succeeded(self, res: Reservation, headers: Mapping[str, str], used_tokens: object) -> None:
+        """Settle tokens to the real usage and follow the upstream's own rate-limit hints.
+        Best effort: the answer is already made, so a storage failure is logged and counted."""
+        with self._best_effort(res, "success"):
+            self._succeeded(res, headers, valid_tokens(used_tokens))
+
+    def failed(self, res: Reservation, error: ProxyError) -> None:
+        """Rest the model after a 429 or a fault; faults also count towards its breaker. Best effort,
+        like succeeded: the caller's own error decides what the client gets."""
+        with self._best_effort(res, "failure"):
+            self._failed(res, error)
+
+    @contextlib.contextmanager
+    def _best_effort(self, res: Reservation, outcome: str) -> Iterator[None]:
+        try:
+            yield
+        except ServiceUnavailable as exc:
+            with self._settle_lock:
+                self._settle_failures += 1
+            log.warning(
+                "could not record the %s of %s in the quota storage: %s", outcome, res.id, exc.message
+            )
+
+    def _succeeded(self, res: Reservation, headers: Mapping[str, str], used_tokens: int | None) -> None:
         plan = self._plans[res.model.name]
         now = self._now()
         if used_tokens is not None and used_tokens != res.tokens and plan.counts_tokens:
@@ -155,8 +205,7 @@ class Router:
         if res.trial or res.failing:
             self._feed_breaker(res, None, now)
 
-    def failed(self, res: Reservation, error: ProxyError) -> None:
-        """Rest the model after a 429 or a fault; faults also count towards its breaker."""
+    def _failed(self, res: Reservation, error: ProxyError) -> None:
         plan = self._plans[res.model.name]
         now = self._now()
         fault = _is_fault(error)
