@@ -11,9 +11,9 @@ import pytest
 from app.config import BreakerConfig, RoutingConfig
 from app.errors import RateLimited, ServiceUnavailable, UpstreamError
 from app.routing import Router
-from app.routing.limits import plan_for
+from app.routing.limits import US, plan_for
 from app.routing.router import MAX_TOKENS, valid_tokens
-from app.routing.storage import Storage
+from app.routing.storage import SlotPlan, Storage
 from tests.routing.conftest import FakeClock, model
 
 
@@ -71,19 +71,28 @@ def test_a_huge_usage_number_is_clamped(make_router, clock: FakeClock) -> None:
     router.acquire([m], length=1, tokens=1000)
 
 
-def test_storage_survives_a_negative_count_it_was_handed(make_storage, clock: FakeClock) -> None:
+def test_storage_survives_a_negative_count_it_was_handed(make_storage) -> None:
     """Storage code never fails on a value it wrote itself, even one no router should send."""
-    m = model(tokens_per_minute=1000)
     storage = make_storage()
-    router = Router([m], storage, RoutingConfig(), BreakerConfig(), clock=clock)
-    res = router.acquire([m], length=1, tokens=300)
-    storage.settle(plan_for(m), res.id, 300, -100_000_000)
-    assert 0 <= tokens_used(router, m.name) <= 1000
-    clock.advance(61)
-    router.acquire([m], length=1, tokens=1000)  # the window still admits exactly its limit
-    with pytest.raises(RateLimited):
-        router.acquire([m], length=1, tokens=1)
-    assert tokens_used(router, m.name) == 1000
+    slot = SlotPlan(plan_for(model(tokens_per_minute=1000)), "groq/a#k1", "k1")
+    t0 = 1_700_000_000 * US
+
+    def reserve(tokens: int, now: int, rid: str) -> bool:
+        return storage.reserve([slot], [False], tokens, now, rid, 0).index == 0
+
+    def used(now: int) -> int:
+        return storage.inspect([slot], now)[0].spans[0].tokens
+
+    assert reserve(300, t0, "r1")
+    storage.settle(slot, "r1", 300, -100_000_000)
+    assert 0 <= used(t0) <= 1000
+    assert reserve(1000, t0 + 1, "r2")
+    assert not reserve(1, t0 + 2, "r3")  # still limiting
+    later = t0 + 62 * US  # both entries have left the window: nothing breaks
+    assert used(later) == 0
+    assert reserve(1000, later, "r4")
+    assert not reserve(1, later, "r5")
+    assert used(later) == 1000
 
 
 class FailingOutcomes(Storage):
@@ -109,6 +118,12 @@ class FailingOutcomes(Storage):
         raise ServiceUnavailable("quota storage unavailable")
 
     def set_breaker(self, *args, **kwargs) -> None:
+        raise ServiceUnavailable("quota storage unavailable")
+
+    def rest(self, *args, **kwargs) -> None:
+        raise ServiceUnavailable("quota storage unavailable")
+
+    def restore_key(self, *args, **kwargs) -> None:
         raise ServiceUnavailable("quota storage unavailable")
 
 
