@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from pybreaker import STATE_CLOSED, CircuitBreakerStorage, CircuitMemoryStorage
 
@@ -96,20 +96,23 @@ class MemoryStorage(Storage):
     ) -> Pick:
         with self._lock:
             now = self._now = max(now, self._now)
+            # Check in order of preference and stop at the first that can serve: a group of many
+            # slots costs a sort, not a full check of each. Refusals matter only when none can.
+            get = self._slots.get
+            records = [get(plan.id) or self._slot(plan.id) for plan in slots]
+            ranks = [(plan.priority, record.last_used) for plan, record in zip(slots, records, strict=True)]
+            first = ranks.index(min(ranks))
             refusals = []
-            best, best_key = -1, (0, 0)
-            for index, plan in enumerate(slots):
-                slot = self._slot(plan.id)
-                refusal = self._check(plan, slot, index, tokens, now)
+            for index in _preference(first, ranks):
+                plan = slots[index]
+                refusal = self._check(plan, records[index], index, tokens, now)
                 if refusal is None and tried[index]:
                     refusal = Refusal(index, TRIED, 0, "")
-                if refusal is not None:
-                    refusals.append(refusal)
-                elif best < 0 or (plan.priority, slot.last_used) < best_key:
-                    best, best_key = index, (plan.priority, slot.last_used)
-            if best < 0:
-                return Pick(refusals=refusals)
-            return self._take(slots[best], best, tokens, now, rid, lease)
+                if refusal is None:
+                    return self._take(plan, index, tokens, now, rid, lease)
+                refusals.append(refusal)
+            refusals.sort(key=lambda refusal: refusal.index)
+            return Pick(refusals=refusals)
 
     def _check(self, plan: SlotPlan, slot: _Slot, index: int, tokens: int, now: int) -> Refusal | None:
         blocks: list[tuple[int, str, str]] = []  # (wait, code, detail); a breaker block comes first
@@ -287,6 +290,12 @@ class MemoryStorage(Storage):
         if key is None:
             key = self._keys[id_] = _Key()
         return key
+
+
+def _preference(first: int, ranks: list[tuple[int, int]]) -> Iterator[int]:
+    """Indexes by rank, the best first; the rest are sorted only if the best cannot serve."""
+    yield first
+    yield from (i for i in sorted(range(len(ranks)), key=ranks.__getitem__) if i != first)
 
 
 def _freeing(window: _Window, excess: int) -> int:

@@ -3,9 +3,10 @@ round trip, atomic); keys start with "{namespace}:" so deployments can share a s
 hash tag "{quota}" so every key a script touches lives in one Redis Cluster slot.
 
 Per slot (one key of one model): `log:{slot}` is a sorted set of reservations ("id|tokens" scored
-by time), `win:{slot}` each window's cursor and token sum, `slot:{slot}` its rest and last use. Per
-model: `model:{name}` cooldown, breaker mirror, trial lease, failing flag and last error. Per key
-value: `key:{id}` its rest and trial lease. pybreaker keeps its own `{ns}:breaker:{name}:*`.
+by time), `win:{slot}` each window's cursor and token sum, `slot:{slot}` its rest. Per model:
+`model:{name}` cooldown, breaker mirror, trial lease, failing flag and last error; `used:{name}`
+each of its slots' last use (one read ranks them all). Per key value: `key:{id}` its rest and trial
+lease. pybreaker keeps its own `{ns}:breaker:{name}:*`.
 """
 
 from __future__ import annotations
@@ -87,17 +88,44 @@ local function first_after(lkey, cur, offset)
 end
 """
 
-# KEYS: per candidate slot, its model's hash, its hash, log, windows and its key's hash. ARGV: now,
-# tokens, member, lease, ttl, then per candidate: tried, priority, span count, and per span: id,
-# floor, length, reset, requests, tokens. Returns {chosen (1-based, 0 = none), trial, failing,
-# hint limit, remaining, wait, key trial} followed, when none was chosen, by {candidate, code, wait,
-# detail} per refused candidate.
+# KEYS: the first candidate's model hash (it routes the call in a cluster; every key the script
+# builds from the prefix shares its hash slot). ARGV: now, tokens, member, lease, ttl, key prefix,
+# then per run of one model's candidate slots: model name, priority, span count, per span: id,
+# floor, length, reset, requests, tokens; then the run's slot ids and key ids (each joined by "\n")
+# and its tried flags ("0"/"1" per slot). Candidates are checked best first (priority, then last
+# use) until one can serve; only when none can is every one checked, for the refusals.
+# Returns {chosen (1-based, 0 = none), trial, failing, hint limit, remaining, wait, key trial}
+# followed, when none was chosen, by {candidate, code, wait, detail} per refused candidate.
 _RESERVE = """
 local now, tokens, member = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
-local lease, ttl = tonumber(ARGV[4]), ARGV[5]
-local a = 6
-local cands, refusals, best = {}, {}, nil
-local models, keys = {}, {}  -- hashes read once, however many slots share them
+local lease, ttl, prefix = tonumber(ARGV[4]), ARGV[5], ARGV[6]
+local cands, models, keys = {}, {}, {}  -- hashes read once, however many slots share them
+
+local a = 7
+while a <= #ARGV do
+  local name, prio, n = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  a = a + 3
+  local spec = {}
+  for j = 1, n do
+    spec[j] = {ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]),
+               tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])}
+    a = a + 6
+  end
+  local kids, sids = {}, {}
+  for kid in string.gmatch(ARGV[a + 1], '[^\\n]+') do kids[#kids + 1] = kid end
+  for sid in string.gmatch(ARGV[a], '[^\\n]+') do sids[#sids + 1] = sid end
+  local tried, ukey = ARGV[a + 2], prefix .. ':used:' .. name
+  for from = 1, #sids, 1000 do  -- last uses, one call per thousand slots
+    local upto = math.min(from + 999, #sids)
+    local used = redis.call('HMGET', ukey, unpack(sids, from, upto))
+    for k = from, upto do
+      cands[#cands + 1] = {c = #cands + 1, prio = prio, spec = spec, name = name, sid = sids[k],
+                           kid = kids[k], tried = string.sub(tried, k, k) == '1',
+                           used = tonumber(used[k - from + 1]) or 0}
+    end
+  end
+  a = a + 3
+end
 
 local function wait_of(s, oldest)
   if s.reset > 0 then return s.reset - now end
@@ -115,22 +143,22 @@ local function freeing(lkey, s, excess)
   return t
 end
 
-for c = 1, #KEYS / 5 do
-  local mkey, skey, lkey = KEYS[5 * c - 4], KEYS[5 * c - 3], KEYS[5 * c - 2]
-  local wkey, kkey = KEYS[5 * c - 1], KEYS[5 * c]
-  local tried, prio, n = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  a = a + 3
-  local m = models[mkey]
+-- Everything that keeps a candidate from serving now: nil, or its refusal {c, code, wait, detail}.
+local function check(cand)
+  cand.mkey, cand.skey = prefix .. ':model:' .. cand.name, prefix .. ':slot:' .. cand.sid
+  cand.lkey, cand.wkey = prefix .. ':log:' .. cand.sid, prefix .. ':win:' .. cand.sid
+  cand.kkey = prefix .. ':key:' .. cand.kid
+  local m = models[cand.mkey]
   if m == nil then
-    m = redis.call('HMGET', mkey, 'cool', 'why', 'brk', 'trial', 'fl')
-    models[mkey] = m
+    m = redis.call('HMGET', cand.mkey, 'cool', 'why', 'brk', 'trial', 'fl')
+    models[cand.mkey] = m
   end
-  local k = keys[kkey]
+  local k = keys[cand.kkey]
   if k == nil then
-    k = redis.call('HMGET', kkey, 'until', 'kind', 'why', 'trial')
-    keys[kkey] = k
+    k = redis.call('HMGET', cand.kkey, 'until', 'kind', 'why', 'trial')
+    keys[cand.kkey] = k
   end
-  local st = redis.call('HMGET', skey, 'used', 'until', 'kind', 'why')
+  local st = redis.call('HMGET', cand.skey, 'until', 'kind', 'why')
   local brk = tonumber(m[3]) or 0
   local blocks = {}
   if brk > 0 then
@@ -148,54 +176,71 @@ for c = 1, #KEYS / 5 do
     local lease_end = tonumber(k[4]) or 0
     if lease_end > now then blocks[#blocks + 1] = {lease_end - now, 'ktrial', ''} end
   end
-  local suntil = tonumber(st[2]) or 0
-  if suntil > now then blocks[#blocks + 1] = {suntil - now, 'slot', (st[3] or '') .. '|' .. (st[4] or '')} end
+  local suntil = tonumber(st[1]) or 0
+  if suntil > now then blocks[#blocks + 1] = {suntil - now, 'slot', (st[2] or '') .. '|' .. (st[3] or '')} end
   local spans, w = {}, {}
-  if n > 0 then w = load(wkey) end
-  for j = 1, n do
-    local s = {id = ARGV[a], floor = tonumber(ARGV[a + 1]), len = tonumber(ARGV[a + 2]),
-               reset = tonumber(ARGV[a + 3]), req = tonumber(ARGV[a + 4]), tok = tonumber(ARGV[a + 5])}
-    a = a + 6
-    advance(lkey, w, s)
+  if #cand.spec > 0 then w = load(cand.wkey) end
+  for j, p in ipairs(cand.spec) do
+    local s = {id = p[1], floor = p[2], len = p[3], reset = p[4], req = p[5], tok = p[6]}
+    advance(cand.lkey, w, s)
     if s.req > 0 and s.count >= s.req then
-      blocks[#blocks + 1] = {wait_of(s, first_after(lkey, s.cur, s.count - s.req)), 'req', s.id}
+      blocks[#blocks + 1] = {wait_of(s, first_after(cand.lkey, s.cur, s.count - s.req)), 'req', s.id}
     end
     if s.tok > 0 and s.sum + tokens > s.tok then
-      blocks[#blocks + 1] = {wait_of(s, freeing(lkey, s, s.sum + tokens - s.tok)), 'tok', s.id}
+      blocks[#blocks + 1] = {wait_of(s, freeing(cand.lkey, s, s.sum + tokens - s.tok)), 'tok', s.id}
     end
     spans[j] = s
   end
-  cands[c] = {mkey = mkey, skey = skey, lkey = lkey, wkey = wkey, kkey = kkey, w = w, spans = spans,
-              brk = brk, fl = m[5], ktrial = ktrial}
+  cand.spans, cand.w, cand.brk, cand.fl, cand.ktrial = spans, w, brk, m[5], ktrial
   if #blocks > 0 then
+    if w.changed then save(cand.lkey, cand.wkey, spans, ttl) end
     local longest, pick = 0, blocks[1]
     for _, b in ipairs(blocks) do if b[1] > longest then longest = b[1] end end
     if pick[2] ~= 'open' and pick[2] ~= 'trial' then
       for _, b in ipairs(blocks) do if b[1] == longest then pick = b; break end end
     end
-    refusals[#refusals + 1] = {c, pick[2], longest, pick[3]}
-  elseif tried == '1' then
-    refusals[#refusals + 1] = {c, 'tried', 0, ''}
-  else
-    local used = tonumber(st[1]) or 0
-    if best == nil or prio < best.prio or (prio == best.prio and used < best.used) then
-      best = {c = c, prio = prio, used = used}
-    end
+    return {cand.c, pick[2], longest, pick[3]}
+  end
+  if cand.tried then
+    if w.changed then save(cand.lkey, cand.wkey, spans, ttl) end
+    return {cand.c, 'tried', 0, ''}
+  end
+  return nil
+end
+
+local function before(x, y)
+  if x.prio ~= y.prio then return x.prio < y.prio end
+  if x.used ~= y.used then return x.used < y.used end
+  return x.c < y.c
+end
+
+local best, refusals = nil, {}
+local first = cands[1]
+for _, cand in ipairs(cands) do if before(cand, first) then first = cand end end
+if first ~= nil then
+  local r = check(first)
+  if r == nil then best = first else refusals[first.c] = r end
+end
+if best == nil and first ~= nil then
+  local order = {}
+  for _, cand in ipairs(cands) do if cand ~= first then order[#order + 1] = cand end end
+  table.sort(order, before)
+  for _, cand in ipairs(order) do
+    local r = check(cand)
+    if r == nil then best = cand; break end
+    refusals[cand.c] = r
   end
 end
 
-for c, cand in ipairs(cands) do
-  if cand.w.changed and (best == nil or best.c ~= c) then save(cand.lkey, cand.wkey, cand.spans, ttl) end
-end
 if best == nil then
   local out = {0, 0, 0, 0, 0, 0, 0}
-  for _, r in ipairs(refusals) do
-    for _, v in ipairs(r) do out[#out + 1] = v end
+  for c = 1, #cands do
+    for _, v in ipairs(refusals[c]) do out[#out + 1] = v end
   end
   return out
 end
 
-local cand = cands[best.c]
+local cand = best
 local hint = {0, 0, 0}
 if #cand.spans > 0 then
   redis.call('ZADD', cand.lkey, fmt(now), member)
@@ -211,8 +256,9 @@ if #cand.spans > 0 then
   end
   save(cand.lkey, cand.wkey, cand.spans, ttl)
 end
-redis.call('HSET', cand.skey, 'used', fmt(now))
-redis.call('PEXPIRE', cand.skey, ttl)
+local ukey = prefix .. ':used:' .. cand.name
+redis.call('HSET', ukey, cand.sid, fmt(now))
+redis.call('PEXPIRE', ukey, ttl)
 local trial = 0
 if cand.brk > 0 then
   trial = 1
@@ -224,7 +270,7 @@ if cand.ktrial == 1 then
 end
 local failing = 0
 if cand.fl then failing = 1 end
-return {best.c, trial, failing, hint[1], hint[2], hint[3], cand.ktrial}
+return {cand.c, trial, failing, hint[1], hint[2], hint[3], cand.ktrial}
 """
 
 # KEYS: log, windows. ARGV: old member, new member, token delta, span ids.
@@ -268,16 +314,17 @@ if redis.call('PTTL', k) < tonumber(ARGV[4]) then redis.call('PEXPIRE', k, ARGV[
 return 1
 """
 
-# KEYS: model hash, slot hash, log, windows, key hash. ARGV: ttl, then per span: id, floor.
-# Returns {cool, why, brk, err, err_at, used, until, class, reason, key until, class, reason} then
-# per span {count, tokens, oldest}.
+# KEYS: model hash, slot hash, log, windows, key hash, the model's last uses. ARGV: ttl, slot id,
+# then per span: id, floor. Returns {cool, why, brk, err, err_at, used, until, class, reason,
+# key until, class, reason} then per span {count, tokens, oldest}.
 _INSPECT = """
 local st = redis.call('HMGET', KEYS[1], 'cool', 'why', 'brk', 'err', 'err_at')
-for _, v in ipairs(redis.call('HMGET', KEYS[2], 'used', 'until', 'kind', 'why')) do st[#st + 1] = v end
+st[#st + 1] = redis.call('HGET', KEYS[6], ARGV[2])
+for _, v in ipairs(redis.call('HMGET', KEYS[2], 'until', 'kind', 'why')) do st[#st + 1] = v end
 for _, v in ipairs(redis.call('HMGET', KEYS[5], 'until', 'kind', 'why')) do st[#st + 1] = v end
 local spans, w = {}, {}
-if #ARGV > 1 then w = load(KEYS[4]) end
-for a = 2, #ARGV, 2 do
+if #ARGV > 2 then w = load(KEYS[4]) end
+for a = 3, #ARGV, 2 do
   local s = {id = ARGV[a], floor = tonumber(ARGV[a + 1])}
   advance(KEYS[3], w, s)
   spans[#spans + 1] = s
@@ -303,7 +350,8 @@ class RedisStorage(Storage):
         self._rest = client.register_script(_REST)
         self._inspect = client.register_script(_PRELUDE + _INSPECT)
         self._prefix = f"{namespace}:{{quota}}"
-        self._slot_keys: dict[str, tuple[str, str, str, str, str]] = {}
+        self._slot_keys: dict[str, tuple[str, str, str, str, str, str]] = {}
+        self._runs: dict[tuple[str, int], tuple[str, str]] = {}
         self._down = False
         self._state_lock = threading.Lock()  # only taken when Redis fails or recovers
         self._local = threading.local()  # each thread's own connection for the scripts
@@ -336,15 +384,22 @@ class RedisStorage(Storage):
         rid: str,
         lease: int,
     ) -> Pick:
-        keys: list[str] = []
-        args: list[Any] = [now, tokens, f"{rid}|{tokens}", lease, KEY_TTL_MS]
-        for slot, was_tried in zip(slots, tried, strict=True):
-            keys += self._keys_for(slot)
-            args += (1 if was_tried else 0, slot.priority, len(slot.spans))
-            for span in slot.spans:
+        args: list[Any] = [now, tokens, f"{rid}|{tokens}", lease, KEY_TTL_MS, self._prefix]
+        start = 0
+        while start < len(slots):  # one run per model: its windows once, its slots as two strings
+            model = slots[start].model
+            end = start + 1
+            while end < len(slots) and slots[end].model is model:
+                end += 1
+            args += (model.name, model.priority, len(model.spans))
+            for span in model.spans:
                 floor, reset = span.bounds(now)
                 args += (span.id, floor, span.length, reset, span.requests, span.tokens)
-        out = self._run(self._script, self._reserve, keys, args)
+            args += self._run_ids(slots, start, end)
+            args.append("".join("1" if t else "0" for t in tried[start:end]) if any(tried[start:end]) else "")
+            start = end
+        first_model = self._model_key(slots[0].model.name) if slots else self._model_key("")
+        out = self._run(self._script, self._reserve, [first_model], args)
         if out[0]:
             hint = (out[3], out[4], out[5]) if out[3] else None
             return Pick(
@@ -356,8 +411,18 @@ class RedisStorage(Storage):
         ]
         return Pick(refusals=refusals)
 
+    def _run_ids(self, slots: Sequence[SlotPlan], start: int, end: int) -> tuple[str, str]:
+        """A run's slot ids and key ids, each joined by newlines (cached: runs repeat)."""
+        cache_key = (slots[start].id, end - start)
+        ids = self._runs.get(cache_key)
+        if ids is None or len(self._runs) > 10_000:
+            run = slots[start:end]
+            ids = ("\n".join(s.id for s in run), "\n".join(s.key for s in run))
+            self._runs[cache_key] = ids
+        return ids
+
     def settle(self, slot: SlotPlan, rid: str, reserved: int, used: int) -> None:
-        _, _, log_key, windows_key, _ = self._keys_for(slot)
+        log_key, windows_key = self._keys_for(slot)[2:4]
         used = max(used, 0)
         args = [f"{rid}|{reserved}", f"{rid}|{used}", used - reserved, *(s.id for s in slot.spans)]
         self._run(self._script, self._settle, [log_key, windows_key], args)
@@ -398,7 +463,7 @@ class RedisStorage(Storage):
     def inspect(self, slots: Sequence[SlotPlan], now: int) -> list[SlotState]:
         pipe = self._redis.pipeline(transaction=False)
         for slot in slots:
-            args: list[Any] = [KEY_TTL_MS]
+            args: list[Any] = [KEY_TTL_MS, slot.id]
             for span in slot.spans:
                 args += (span.id, span.bounds(now)[0])
             self._inspect(self._keys_for(slot), args, client=pipe)
@@ -415,8 +480,8 @@ class RedisStorage(Storage):
     def _key_key(self, key_id: str) -> str:
         return f"{self._prefix}:key:{key_id}"
 
-    def _keys_for(self, slot: SlotPlan) -> tuple[str, str, str, str, str]:
-        """The model's, the slot's (hash, log, windows) and the key's records."""
+    def _keys_for(self, slot: SlotPlan) -> tuple[str, str, str, str, str, str]:
+        """The model's, the slot's (hash, log, windows), the key's records, the model's last uses."""
         keys = self._slot_keys.get(slot.id)
         if keys is None:
             p = self._prefix
@@ -426,6 +491,7 @@ class RedisStorage(Storage):
                 f"{p}:log:{slot.id}",
                 f"{p}:win:{slot.id}",
                 f"{p}:key:{slot.key}",
+                f"{p}:used:{slot.model.name}",
             )
         return keys
 
