@@ -167,6 +167,7 @@ class Router:
         self._models = {m.name: m for m in enabled}
         self._plans = {m.name: plan_for(m) for m in enabled}
         self._slots = {m.name: _slots_of(m, self._plans[m.name]) for m in enabled}
+        self._slot_plans = {name: tuple(s.plan for s in slots) for name, slots in self._slots.items()}
         self._by_label = {(name, s.label): s for name, slots in self._slots.items() for s in slots}
         self._days = {m.name: DayClock(m.day_resets_at, m.timezone) for m in enabled if m.day_resets_at}
         groups: dict[tuple[str, str], list[ModelConfig]] = {}
@@ -222,6 +223,7 @@ class Router:
         tokens = valid_tokens(tokens) or 0
         rid = f"{self._id_prefix}{os.getpid()}-{next(self._ids)}"  # unique in forked workers too
         owners: list[_Slot] = []
+        plans: list[SlotPlan] = []
         tried: list[bool] = []
         misfits: list[tuple[str, bool]] = []
         for model in candidates:
@@ -235,14 +237,14 @@ class Router:
                 continue
             slots = self._slots[model.name]
             owners += slots
+            plans += self._slot_plans[model.name]
             whole = model.name in exclude
             tried += (
                 [whole or f"{model.name}{s.label}" in exclude for s in slots]
                 if exclude
                 else [False] * len(slots)
             )
-        slots = [s.plan for s in owners]
-        pick = self._storage.reserve(slots, tried, tokens, now, rid, self._reset_us) if slots else Pick()
+        pick = self._storage.reserve(plans, tried, tokens, now, rid, self._reset_us) if plans else Pick()
         if pick.index < 0:
             raise _refusal(owners, pick.refusals, misfits)
         slot = owners[pick.index]

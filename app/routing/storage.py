@@ -37,14 +37,12 @@ class SlotPlan:
     model: ModelPlan
     id: str  # the slot's record
     key: str  # the key value's record, shared by every slot with that value
+    priority: int = field(init=False)  # the model's, copied: read for every slot on the hot path
+    spans: tuple[Span, ...] = field(init=False)
 
-    @property
-    def priority(self) -> int:
-        return self.model.priority
-
-    @property
-    def spans(self) -> tuple[Span, ...]:
-        return self.model.spans
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "priority", self.model.priority)
+        object.__setattr__(self, "spans", self.model.spans)
 
 
 class Refusal(NamedTuple):
