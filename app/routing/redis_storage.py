@@ -99,32 +99,39 @@ end
 _RESERVE = """
 local now, tokens, member = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local lease, ttl, prefix = tonumber(ARGV[4]), ARGV[5], ARGV[6]
-local cands, models, keys = {}, {}, {}  -- hashes read once, however many slots share them
+local models, keys = {}, {}  -- hashes read once, however many slots share them
+local runs, run_of, pos_of = {}, {}, {}  -- candidate c is slot pos_of[c] of run_of[c]
 
 local a = 7
 while a <= #ARGV do
-  local name, prio, n = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local run = {name = ARGV[a], prio = tonumber(ARGV[a + 1]), spec = {}, sids = {}, kids = {}, used = {}}
+  local n = tonumber(ARGV[a + 2])
   a = a + 3
-  local spec = {}
   for j = 1, n do
-    spec[j] = {ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]),
-               tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])}
+    run.spec[j] = {ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]),
+                   tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])}
     a = a + 6
   end
-  local kids, sids = {}, {}
-  for kid in string.gmatch(ARGV[a + 1], '[^\\n]+') do kids[#kids + 1] = kid end
-  for sid in string.gmatch(ARGV[a], '[^\\n]+') do sids[#sids + 1] = sid end
-  local tried, ukey = ARGV[a + 2], prefix .. ':used:' .. name
-  for from = 1, #sids, 1000 do  -- last uses, one call per thousand slots
-    local upto = math.min(from + 999, #sids)
-    local used = redis.call('HMGET', ukey, unpack(sids, from, upto))
+  for sid in string.gmatch(ARGV[a], '[^\\n]+') do run.sids[#run.sids + 1] = sid end
+  for kid in string.gmatch(ARGV[a + 1], '[^\\n]+') do run.kids[#run.kids + 1] = kid end
+  run.tried, run.first = ARGV[a + 2], #run_of + 1
+  a = a + 3
+  local ukey = prefix .. ':used:' .. run.name
+  for from = 1, #run.sids, 1000 do  -- last uses, one call per thousand slots
+    local upto = math.min(from + 999, #run.sids)
+    local used = redis.call('HMGET', ukey, unpack(run.sids, from, upto))
     for k = from, upto do
-      cands[#cands + 1] = {c = #cands + 1, prio = prio, spec = spec, name = name, sid = sids[k],
-                           kid = kids[k], tried = string.sub(tried, k, k) == '1',
-                           used = tonumber(used[k - from + 1]) or 0}
+      run.used[k] = tonumber(used[k - from + 1]) or 0
+      run_of[#run_of + 1], pos_of[#pos_of + 1] = run, k
     end
   end
-  a = a + 3
+  runs[#runs + 1] = run
+end
+
+local function candidate(c)
+  local run, k = run_of[c], pos_of[c]
+  return {c = c, prio = run.prio, spec = run.spec, name = run.name, sid = run.sids[k], kid = run.kids[k],
+          tried = string.sub(run.tried, k, k) == '1'}
 end
 
 local function wait_of(s, oldest)
@@ -208,33 +215,41 @@ local function check(cand)
   return nil
 end
 
-local function before(x, y)
-  if x.prio ~= y.prio then return x.prio < y.prio end
-  if x.used ~= y.used then return x.used < y.used end
-  return x.c < y.c
+local function before(x, y)  -- candidate indexes: priority, then last use, then position
+  local rx, ry = run_of[x], run_of[y]
+  if rx.prio ~= ry.prio then return rx.prio < ry.prio end
+  local ux, uy = rx.used[pos_of[x]], ry.used[pos_of[y]]
+  if ux ~= uy then return ux < uy end
+  return x < y
 end
 
+local first = nil
+for _, run in ipairs(runs) do  -- each run's least recently used slot, then the best of those
+  local k = 1
+  for j = 2, #run.used do if run.used[j] < run.used[k] then k = j end end
+  if #run.used > 0 and (first == nil or before(run.first + k - 1, first)) then first = run.first + k - 1 end
+end
 local best, refusals = nil, {}
-local first = cands[1]
-for _, cand in ipairs(cands) do if before(cand, first) then first = cand end end
 if first ~= nil then
-  local r = check(first)
-  if r == nil then best = first else refusals[first.c] = r end
+  local cand = candidate(first)
+  local r = check(cand)
+  if r == nil then best = cand else refusals[first] = r end
 end
 if best == nil and first ~= nil then
   local order = {}
-  for _, cand in ipairs(cands) do if cand ~= first then order[#order + 1] = cand end end
+  for c = 1, #run_of do if c ~= first then order[#order + 1] = c end end
   table.sort(order, before)
-  for _, cand in ipairs(order) do
+  for _, c in ipairs(order) do
+    local cand = candidate(c)
     local r = check(cand)
     if r == nil then best = cand; break end
-    refusals[cand.c] = r
+    refusals[c] = r
   end
 end
 
 if best == nil then
   local out = {0, 0, 0, 0, 0, 0, 0}
-  for c = 1, #cands do
+  for c = 1, #run_of do
     for _, v in ipairs(refusals[c]) do out[#out + 1] = v end
   end
   return out
