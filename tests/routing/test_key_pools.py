@@ -324,3 +324,16 @@ def test_redis_keys_of_one_script_share_a_hash_slot(redis_url: str, redis_namesp
     assert {k.split(":")[2] for k in quota} >= {"model", "used", "log", "win", "key"}
     assert all(k.startswith(f"{redis_namespace}:{{quota}}:") for k in quota)
     assert not any(key in name for name in names for key in KEYS)
+
+
+def test_workers_share_slots_and_key_rests(make_pool_router, clock) -> None:
+    """Two routers over one storage (two workers, or two replicas on one Redis)."""
+    m = pooled(requests_per_minute=1)
+    other = pooled("groq/other", (KEYS[2],))
+    one, two = make_pool_router([m, other]), make_pool_router([m, other])
+    assert take(one, [m], clock)[1] == "#1"
+    assert take(two, [m], clock)[1] == "#2"  # #1's window is spent for every worker
+    res = one.acquire([m], length=1, tokens=1)
+    one.failed(res, _with(UpstreamError("402"), Cooldown("credit", None, "out of credit")))
+    with pytest.raises(ServiceUnavailable, match=r"groq/other: cooling down .* \(credit\)"):
+        two.acquire([other], length=1, tokens=1)
