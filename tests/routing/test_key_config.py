@@ -76,3 +76,10 @@ def test_routing_rest_durations() -> None:
         120,
         1.5,
     )
+
+
+def test_every_key_of_a_pool_is_a_secret_to_redact() -> None:
+    from app.services import config_secrets
+
+    config = parse_config({"models": [{**BASE, "keys": ["${POOL}"]}]}, {"POOL": "k-one,k-two,k-three"})
+    assert {"k-one", "k-two", "k-three"} <= set(config_secrets(config))
