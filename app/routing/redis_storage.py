@@ -366,7 +366,6 @@ class RedisStorage(Storage):
         self._inspect = client.register_script(_PRELUDE + _INSPECT)
         self._prefix = f"{namespace}:{{quota}}"
         self._slot_keys: dict[str, tuple[str, str, str, str, str, str]] = {}
-        self._runs: dict[tuple[str, int], tuple[str, str]] = {}
         self._down = False
         self._state_lock = threading.Lock()  # only taken when Redis fails or recovers
         self._local = threading.local()  # each thread's own connection for the scripts
@@ -410,7 +409,8 @@ class RedisStorage(Storage):
             for span in model.spans:
                 floor, reset = span.bounds(now)
                 args += (span.id, floor, span.length, reset, span.requests, span.tokens)
-            args += self._run_ids(slots, start, end)
+            run = slots[start:end]
+            args += ("\n".join(s.id for s in run), "\n".join(s.key for s in run))
             args.append("".join("1" if t else "0" for t in tried[start:end]) if any(tried[start:end]) else "")
             start = end
         first_model = self._model_key(slots[0].model.name) if slots else self._model_key("")
@@ -425,16 +425,6 @@ class RedisStorage(Storage):
             for i in range(7, len(out), 4)
         ]
         return Pick(refusals=refusals)
-
-    def _run_ids(self, slots: Sequence[SlotPlan], start: int, end: int) -> tuple[str, str]:
-        """A run's slot ids and key ids, each joined by newlines (cached: runs repeat)."""
-        cache_key = (slots[start].id, end - start)
-        ids = self._runs.get(cache_key)
-        if ids is None or len(self._runs) > 10_000:
-            run = slots[start:end]
-            ids = ("\n".join(s.id for s in run), "\n".join(s.key for s in run))
-            self._runs[cache_key] = ids
-        return ids
 
     def settle(self, slot: SlotPlan, rid: str, reserved: int, used: int) -> None:
         log_key, windows_key = self._keys_for(slot)[2:4]
