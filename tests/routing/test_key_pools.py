@@ -337,3 +337,18 @@ def test_workers_share_slots_and_key_rests(make_pool_router, clock) -> None:
     one.failed(res, _with(UpstreamError("402"), Cooldown("credit", None, "out of credit")))
     with pytest.raises(ServiceUnavailable, match=r"groq/other: cooling down .* \(credit\)"):
         two.acquire([other], length=1, tokens=1)
+
+
+def test_when_the_least_recently_used_key_cannot_serve_the_next_does(make_pool_router, clock) -> None:
+    m = pooled(requests_per_minute=2)
+    router = make_pool_router([m])
+    first = router.acquire([m], length=1, tokens=1)
+    clock.advance(1)
+    assert [take(router, [m], clock)[1] for _ in range(2)] == ["#2", "#3"]
+    router.succeeded(first, {"x-ratelimit-remaining-requests": "0"}, 1)  # #1, the oldest, rests
+    assert [take(router, [m], clock)[1] for _ in range(2)] == ["#2", "#3"]
+    with pytest.raises(RateLimited) as refused:
+        router.acquire([m], length=1, tokens=1)
+    reasons = refused.value.message.split(": ", 1)[1].split("; ")
+    assert [r.split(":")[0] for r in reasons] == ["groq/a#1", "groq/a#2", "groq/a#3"]
+    assert "cooling down" in reasons[0] and "requests_per_minute spent" in reasons[1]
