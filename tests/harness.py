@@ -346,6 +346,8 @@ class InProcessProxy:
         logger = logging.getLogger("ai_proxy")
         self.log = LogCapture(logger.handlers[0].formatter if logger.handlers else None)
         for handler in list(logger.handlers):
+            for log_filter in handler.filters:  # the redaction of every line
+                self.log.addFilter(log_filter)
             logger.removeHandler(handler)
             handler.close()
         logger.addHandler(self.log)
