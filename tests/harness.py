@@ -160,6 +160,7 @@ class GunicornServer:
         proc = self._proc
         if proc is None:
             return None
+        members = self.pids()
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc.pid, sig)
@@ -169,6 +170,7 @@ class GunicornServer:
                 self._kill_group()
                 proc.wait(5)
         self._kill_group()
+        _wait_gone(members, 5)  # a SIGKILLed process takes a moment to die on a busy machine
         _live.discard(self)
         if self._own_workdir and self.workdir.exists():
             self._final_log = self.log_text()
@@ -252,6 +254,21 @@ class GunicornServer:
     def _kill_group(self) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
+
+
+def _wait_gone(pids: list[int], timeout: float) -> None:
+    """Wait until none of `pids` runs any more (gone, or a zombie), at most `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def _children(pid: int) -> list[int]:
