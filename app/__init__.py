@@ -42,10 +42,7 @@ def create_app(config: Config | None = None) -> Flask:
             "NO CLIENT API KEYS CONFIGURED: the proxy is open to anyone who can reach it. "
             "Set AI_PROXY_API_KEYS or server.api_keys."
         )
-    enabled = len(config.enabled_models)
-    log.info("config %s: %d models enabled, storage %s", config.source, enabled, _storage_label(config))
+    # After the per-model warnings: one line that says what is enabled and what would enable the rest.
+    level = logging.WARNING if config.disabled_models else logging.INFO
+    log.log(level, "config %s; storage %s", config.summary(), config.storage_label)
     return app
-
-
-def _storage_label(config: Config) -> str:
-    return "memory" if config.storage == "memory" else "redis"
