@@ -37,15 +37,22 @@ def check_workers(config, environ=os.environ) -> None:
         )
 
 
+def load_for_gunicorn():
+    """The config, refused when memory storage would run in several workers."""
+    config = _load()
+    check_workers(config)
+    return config
+
+
 def app_or_exit():
-    """The Flask app for gunicorn; a bad configuration exits with one clear line, no traceback."""
-    from app import create_app
+    """The WSGI app for gunicorn (reloads on SIGHUP); a bad configuration exits with one clear line,
+    no traceback."""
+    from app import announce, create_app
     from app.config import ConfigError
+    from app.reload import ReloadingApp
 
     try:
-        config = _load()
-        check_workers(config)
-        return create_app(config)
+        return ReloadingApp(load_for_gunicorn, create_app, announce)
     except ConfigError as exc:
         print(f"ai-proxy: configuration error: {exc}", file=sys.stderr, flush=True)
         os._exit(2)  # gunicorn would print a traceback for SystemExit raised while loading
