@@ -24,19 +24,25 @@ def create_app(config: Config | None = None, previous: Services | None = None) -
     from app import api
     from app.config import load_config
     from app.logs import setup_logging
-    from app.services import build_services
+    from app.redact import Redactor
+    from app.services import build_services, config_secrets
 
     if config is None:
         from dotenv import load_dotenv
 
         load_dotenv(override=False)
         config = load_config()
+    if previous is None:
+        redactor = Redactor(config_secrets(config))
+    else:  # the same one, which the log filter holds: answers still running on the old config
+        redactor = previous.redactor  # may log its secrets, or an access token learned meanwhile
+        redactor.add(*config_secrets(config))
     logs = (config.log_level, config.log_format)
     if previous is None or logs != (previous.config.log_level, previous.config.log_format):
-        setup_logging(*logs)
+        setup_logging(*logs, redactor)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
-    app.extensions["ai_proxy"] = build_services(config, previous)
+    app.extensions["ai_proxy"] = build_services(config, redactor, previous)
     api.register(app)
     if previous is None:
         announce(config)
