@@ -79,10 +79,15 @@ def when_ready(server):
         return
 
     def reload_everywhere(signum, frame):
-        if live.reload():
-            for pid in list(server.WORKERS):
-                with contextlib.suppress(ProcessLookupError):  # gone: its successor forks the new app
-                    os.kill(pid, signal.SIGHUP)
+        # A HUP while this one runs is dropped: a handler nested inside it would wait on its lock.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        try:
+            if live.reload():
+                for pid in list(server.WORKERS):
+                    with contextlib.suppress(ProcessLookupError):  # gone: its successor forks the new app
+                        os.kill(pid, signal.SIGHUP)
+        finally:
+            signal.signal(signal.SIGHUP, reload_everywhere)
 
     signal.signal(signal.SIGHUP, reload_everywhere)
 
