@@ -348,7 +348,7 @@ def _parse_model(entry: Any, index: int, token_missing: tuple[str, ...], source:
 
     url = str(entry.get("url") or "").strip()
     if not url:
-        raise fail("url", "required")
+        raise fail("url", f"required: for provider {provider}, {providers.SPECS[provider].url}")
     if not url.startswith(("http://", "https://")):
         raise fail("url", "must start with http:// or https://")
 

@@ -96,7 +96,7 @@ def image_shape(provider: str, url: str) -> str | None:
 
 def kind_problem(provider: str, kind: str, url: str) -> str | None:
     """Why `provider` cannot serve `kind` at `url` (for the config error), or None when it can."""
-    if kind == IMAGE and image_shape(provider, url) is None:
+    if kind not in SPECS[provider].kinds or (kind == IMAGE and image_shape(provider, url) is None):
         able = [s.name for s in SPECS.values() if s.image_shape]
         return f"image models need provider {', '.join(able)} or an OpenAI-compatible {IMAGE_GENERATIONS} url"
     return None

@@ -313,6 +313,8 @@ def test_the_registry_is_what_validation_accepts() -> None:
         except ConfigError as exc:
             assert "field 'kind': image models need provider openai, groq, openrouter, cloudflare" in str(exc)
     assert image_providers == ["openai", "groq", "openrouter", "cloudflare"]
+    with pytest.raises(ConfigError, match="field 'url': required: for provider gemini, the models base"):
+        parse_config({"models": [{"name": "m", "provider": "gemini"}]}, {})
 
 
 OPENAI, IMAGES = "app.providers.openai:OpenAICompatible", "app.providers.images:ImageProvider"
