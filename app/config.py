@@ -124,7 +124,7 @@ class Config:
 
     @property
     def storage_label(self) -> str:
-        """ "memory" or "redis" (never the URL, which may hold a password)."""
+        """Either memory or redis: never the URL, which may hold a password."""
         return "memory" if self.storage == "memory" else "redis"
 
     def summary(self) -> str:
@@ -320,7 +320,11 @@ def empty_variables(value: Any, environ: Mapping[str, str]) -> tuple[str, ...]:
     """The ${VAR} names in `value` (a raw, unsubstituted string) that resolve to empty."""
     if not isinstance(value, str):
         return ()
-    found = (m.group(1) for m in _VAR.finditer(value) if not (environ.get(m.group(1)) or m.group(2)))
+    found = (
+        m.group(1)
+        for m in _VAR.finditer(value)
+        if not (environ.get(m.group(1), "").strip() or (m.group(2) or "").strip())
+    )
     return tuple(dict.fromkeys(found))
 
 

@@ -229,7 +229,7 @@ FIRST_RUN = {
 
 
 def test_disabled_models_record_the_variables_their_token_needs() -> None:
-    config = parse_config(FIRST_RUN, {"GIGA_ID": "id-value", "GEMINI_API_KEY": ""})
+    config = parse_config(FIRST_RUN, {"GIGA_ID": "id-value", "GEMINI_API_KEY": "  "})
     needs = {m.name: m.missing_env for m in config.models}
     assert needs == {
         "groq/small": ("GROQ_API_KEY",),
