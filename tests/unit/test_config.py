@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import textwrap
 from pathlib import Path
 
@@ -364,3 +365,14 @@ def test_the_registry_and_config_import_no_transport() -> None:
     code = f"import sys, app.config; print(sorted(m for m in sys.modules if m.startswith({heavy})))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_the_image_ships_the_config_where_the_app_looks_for_it() -> None:
+    """The Dockerfile puts config.yaml next to app/, where SHIPPED_CONFIG points from app/config.py."""
+    from app.config import SHIPPED_CONFIG
+
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    copies = re.findall(r"^COPY (.+) (\S+)$", dockerfile, re.M)
+    assert ("app", "./app") in copies
+    assert any("config.yaml" in sources.split() and target == "./" for sources, target in copies)
+    assert SHIPPED_CONFIG == ROOT / "config.yaml" and SHIPPED_CONFIG.parent == (ROOT / "app").parent
