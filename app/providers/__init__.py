@@ -1,9 +1,10 @@
 """Provider adapters, one small module each, and the registry that says which provider serves what.
 
-The registry is the one place that knows the providers: config validation, `check-config`, /v1/models
-and the adapters ask it. Adding a provider is its adapter module plus one `ProviderSpec` below. The
-registry imports nothing heavy (the CLI reads it through the config): an adapter module is imported
-only when a model needs it, and the adapter types below are re-exported on first use.
+The registry is the one place that knows the providers: config validation, `check-config`, the
+default upstream ids and the url rules (which adapter, which image shape) ask it. Adding a provider
+is its adapter module plus one `ProviderSpec` below. The registry imports nothing heavy (the CLI
+reads it through the config): an adapter module is imported only when a model needs it, and the
+adapter types below are re-exported on first use.
 """
 
 from __future__ import annotations
@@ -32,13 +33,13 @@ class ProviderSpec:
     """One provider: its name, the adapter for its chat models, and the rule for its `url` field."""
 
     name: str
-    url: str  # what `url` holds, for check-config and the README
+    url: str  # what `url` holds (said when it is missing)
     chat_adapter: str  # "module:Class", imported only when a model needs it
-    image_shape: str | None = (
-        None  # how its own `url` makes images (one of the shapes above); None: no image API
-    )
-    compatible_urls: bool = True  # a url ending /chat/completions or /images/generations speaks OpenAI's API
-    model_prefix: str = ""  # prepended to the default upstream model id (Workers AI ids start with "@")
+    # How its own `url` makes images (one of the shapes above); None: it has no image API.
+    image_shape: str | None = None
+    # A url ending /chat/completions or /images/generations speaks OpenAI's API (the OpenAI path).
+    compatible_urls: bool = True
+    model_prefix: str = ""  # before the default upstream model id (Workers AI ids start with "@")
 
     @property
     def kinds(self) -> tuple[str, ...]:
