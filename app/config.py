@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,8 @@ class ModelConfig:
     provider: str
     url: str
     upstream_model: str
-    token: str = field(default="", repr=False)
+    token: str = field(default="", repr=False)  # the first key of `keys`
+    keys: tuple[str, ...] = field(default=(), repr=False)  # the key pool (one slot per key)
     priority: int = 0
     requests_per_minute: int = 0
     requests_per_hour: int = 0
@@ -102,6 +103,10 @@ class BreakerConfig:
 class RoutingConfig:
     max_attempts: int = 5
     cooldown_seconds: float = 30.0
+    # Key pools: how long a key rests for each cooldown class that has no reset of its own.
+    unavailable_seconds: float = 21600.0  # this key may not use this model
+    auth_retry_seconds: float = 3600.0  # an invalid key, until one trial request
+    credit_retry_seconds: float = 86400.0  # out of credit
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +149,7 @@ class Config:
 def enable_hint(models: Iterable[ModelConfig]) -> str:
     """What would enable any of these disabled models: "set GROQ_API_KEY or GEMINI_API_KEY"."""
     options = dict.fromkeys(" and ".join(m.missing_env) for m in models if not m.enabled and m.missing_env)
-    return "set " + " or ".join(options) if options else "set enabled: true in the config"
+    return "set " + " or ".join(options) if options else "check enabled, token and keys in the config"
 
 
 def unavailable_message(models: Iterable[ModelConfig], name: str, kind: str) -> str:
@@ -223,8 +228,8 @@ def parse_config(raw: Any, environ: Mapping[str, str], source: str = "config.yam
     seen: set[str] = set()
     for index, entry in enumerate(models_raw):
         unresolved = original["models"][index]
-        token_raw = unresolved.get("token") if isinstance(unresolved, dict) else None
-        model = _parse_model(entry, index, empty_variables(token_raw, environ), source)
+        needs = secret_variables(unresolved, environ) if isinstance(unresolved, dict) else ()
+        model = _parse_model(entry, index, needs, source)
         if model.name in seen:
             raise ConfigError(f"{source}: model '{model.name}': field 'name': duplicate model name")
         seen.add(model.name)
@@ -328,7 +333,16 @@ def empty_variables(value: Any, environ: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(found))
 
 
-def _parse_model(entry: Any, index: int, token_missing: tuple[str, ...], source: str) -> ModelConfig:
+def secret_variables(entry: Mapping[str, Any], environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The empty ${VAR}s of a raw model entry's secret: each one its `token` names, or the first one
+    its `keys` name (any one key enables a pool)."""
+    if "keys" not in entry:
+        return empty_variables(entry.get("token"), environ)
+    elements = entry["keys"] if isinstance(entry["keys"], list) else [entry["keys"]]
+    return empty_variables(" ".join(e for e in elements if isinstance(e, str)), environ)[:1]
+
+
+def _parse_model(entry: Any, index: int, secret_missing: tuple[str, ...], source: str) -> ModelConfig:
     label = f"model #{index + 1}"
     if not isinstance(entry, dict):
         raise ConfigError(f"{source}: {label}: must be a mapping of fields")
@@ -374,6 +388,7 @@ def _parse_model(entry: Any, index: int, token_missing: tuple[str, ...], source:
         values[key] = value
 
     token = str(values.pop("token", "") or "").strip()
+    keys = _key_pool(entry, values.pop("keys", None), fail)
     kind = str(values.pop("kind", "chat") or "chat").strip().lower()
     if kind not in providers.KINDS:
         raise fail("kind", f"must be one of {', '.join(providers.KINDS)}")
@@ -408,9 +423,19 @@ def _parse_model(entry: Any, index: int, token_missing: tuple[str, ...], source:
 
     enabled = entry.get("enabled", True) is not False
     missing_env: tuple[str, ...] = ()
-    if enabled and token_missing:  # a token such as "${ID}:${SECRET}" with one part unset is no token
-        missing_env, enabled = token_missing, False
-        log.warning("model %s disabled: its token needs %s (unset or empty)", name, " and ".join(missing_env))
+    if keys is None:
+        if enabled and secret_missing:  # a token such as "${ID}:${SECRET}" with one part unset is no token
+            missing_env, enabled = secret_missing, False
+            needs = " and ".join(missing_env)
+            log.warning("model %s disabled: its token needs %s (unset or empty)", name, needs)
+        keys = (token,)
+    elif not keys:
+        if enabled:
+            missing_env = secret_missing
+            log.warning("model %s disabled: every element of its keys resolves to empty", name)
+        enabled = False
+    else:
+        token = keys[0]
 
     return ModelConfig(
         name=name,
@@ -418,6 +443,7 @@ def _parse_model(entry: Any, index: int, token_missing: tuple[str, ...], source:
         url=url,
         upstream_model=upstream,
         token=token,
+        keys=keys,
         kind=kind,
         reasoning=reasoning,
         day_resets_at=day_resets_at,
@@ -429,6 +455,44 @@ def _parse_model(entry: Any, index: int, token_missing: tuple[str, ...], source:
         missing_env=missing_env,
         **values,
     )
+
+
+# --- key pools (routing) ---
+
+
+def _key_pool(entry: dict, raw: Any, fail: Callable[[str, str], ConfigError]) -> tuple[str, ...] | None:
+    """A model's `keys:` (None when absent): an element holding a comma-separated string becomes
+    several keys; empty and repeated ones are dropped with one warning that names no key."""
+    if "keys" not in entry:
+        return None
+    if "token" in entry:
+        raise fail("keys", "give either 'token' or 'keys', not both")
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list):
+        raise fail("keys", "must be a list of keys")
+    keys: list[str] = []
+    empty = repeated = 0
+    for element in raw:
+        if isinstance(element, dict | list):
+            raise fail("keys", "each element must be a key (a string)")
+        for part in ("" if element is None else str(element)).split(","):
+            part = part.strip()
+            if not part:
+                empty += 1
+            elif part in keys:
+                repeated += 1
+            else:
+                keys.append(part)
+    if keys and (empty or repeated):
+        log.warning(
+            "model %s: %d empty and %d repeated entries dropped from its keys, %d left",
+            entry.get("name"),
+            empty,
+            repeated,
+            len(keys),
+        )
+    return tuple(keys)
 
 
 def default_upstream_model(name: str, provider: str) -> str:

@@ -241,8 +241,19 @@ def test_disabled_models_record_the_variables_their_token_needs() -> None:
     }
     assert [m.name for m in config.enabled_models] == ["local/big"]
     assert config.models[2].enable_hint == "set GIGA_SECRET"
-    assert config.models[4].enable_hint == "set enabled: true in the config"
+    assert config.models[4].enable_hint == "check enabled, token and keys in the config"
     assert config.models[3].enable_hint == ""
+
+
+def test_a_key_pool_needs_any_one_of_its_variables() -> None:
+    pool = {"name": "p", "provider": "groq", "url": "http://x/v1/chat/completions"}
+    config = parse_config(
+        {"models": [{**pool, "keys": ["${K1}", "${K2}"]}, {**pool, "name": "q", "keys": "${K3}, ${K4}"}]},
+        {"K4": "k4-value"},
+    )
+    off, on = config.models
+    assert (off.enabled, off.missing_env, off.enable_hint) == (False, ("K1",), "set K1")
+    assert (on.enabled, on.missing_env) == (True, ())
 
 
 def test_summary_counts_models_and_groups_and_names_the_variables() -> None:
@@ -274,7 +285,7 @@ def test_not_found_messages_say_what_to_set_and_never_a_value() -> None:
         unavailable_message(models, "giga/big", "chat") == "The model 'giga/big' is disabled: set GIGA_SECRET"
     )
     assert unavailable_message(models, "off/big", "chat") == (
-        "The model 'off/big' is disabled: set enabled: true in the config"
+        "The model 'off/big' is disabled: check enabled, token and keys in the config"
     )
     # an unknown name, and a known model asked for the wrong kind, still do not exist
     assert unavailable_message(models, "gpt-4o", "chat") == "The model 'gpt-4o' does not exist"
