@@ -103,3 +103,22 @@ def test_sighup_reloads_models_keeps_memory_counts_and_survives_a_broken_file(gu
     assert missing.status == 404 and "fake/one" in missing.content + json.dumps(missing.datas)
     assert served_models(server.port) == {"fake/two", "BIG"}
     assert server.pids() == pids
+
+
+def test_sighup_reaches_every_worker_and_redis_keeps_the_counts(gunicorn_server, fake_openai, redis_url):
+    one = model(fake_openai.chat_url, "fake/one")
+    server = gunicorn_server(config(one), env={**FAST_ENV, "REDIS_URL": redis_url}, workers=2)
+    workers = set(server.pids()[1:])
+    for _ in range(4):
+        assert stream(server.port, chat_body("fake/one")).status == 200
+    rewrite(server, config(one, model(fake_openai.chat_url, "fake/two")))
+    start = hang_up(server, r"config reloaded from", occurrences=3)  # the master and both workers
+    reloaded = {
+        int(pid)
+        for pid in re.findall(r"config reloaded from \S+ in process (\d+)", server.log_text()[start:])
+    }
+    assert reloaded == {server.pid, *workers}
+    for _ in range(4):  # whichever worker answers serves the new model
+        assert stream(server.port, chat_body("fake/two")).status == 200
+    assert quota_used(server.port, "fake/one") == 4 and quota_used(server.port, "fake/two") == 4
+    assert set(server.pids()[1:]) == workers
