@@ -279,6 +279,8 @@ class ChunkWriter:
     ) -> dict[str, Any]:
         """One choice entry of a chunk (validated); several make a multi-choice chunk."""
         check_delta(delta)
+        if finish_reason is not None:
+            expect(finish_reason, str, "finish_reason")
         if index not in self.started:
             self.started.add(index)
             delta = {"role": "assistant", **delta}
@@ -322,7 +324,7 @@ def check_tool_calls(calls: Any, where: str, streamed: bool) -> None:
 
 def _check_message(message: Any, where: str, streamed: bool) -> None:
     expect(message, dict, where)
-    for field in ("content", "reasoning_content", "reasoning", "refusal"):
+    for field in ("role", "content", "reasoning_content", "reasoning", "refusal"):
         if message.get(field) is not None:
             expect(message[field], str, f"{where}.{field}")
     if message.get("tool_calls") is not None:
@@ -335,8 +337,10 @@ def check_delta(delta: Any) -> None:
 
 def _check_choices(body: Any, key: str) -> None:
     expect(body, dict, "answer")
-    choices = body.get("choices")
-    for choice in () if choices is None and key == "delta" else expect(choices, list, "choices"):
+    for field, kind in (("id", str), ("model", str), ("created", int)):
+        if body.get(field) is not None:
+            expect(body[field], kind, field)
+    for choice in expect(body.get("choices"), list, "choices"):
         expect(choice, dict, "choice")
         if choice.get("index") is not None:
             expect(choice["index"], int, "choice index")
