@@ -86,6 +86,8 @@ def function_tools(body: Mapping[str, Any]) -> tuple[list[dict[str, Any]], str |
     for upstreams that cannot name one."""
     tools = []
     for tool in body.get("tools") or ():
+        if tool.get("type", "function") != "function":
+            continue  # the schema lets other types through for upstreams that know them
         function = tool["function"]
         keep = {k: function[k] for k in ("name", "description", "parameters") if k in function}
         tools.append({"type": "function", "function": keep})
