@@ -26,7 +26,7 @@ def _fail(param: str, what: str) -> InvalidRequest:
 
 def _is(value: Any, kind: type | tuple[type, ...]) -> bool:
     """isinstance, where a boolean is not a number."""
-    return isinstance(value, kind) and not isinstance(value, bool)
+    return isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
 
 
 def _typed(kind: type | tuple[type, ...], what: str, minimum: int | None = None) -> Check:

@@ -200,7 +200,9 @@ def test_a_full_valid_request_reaches_each_provider(
     before = upstream_calls(fakes)
     status, answer = post(app, body)
     assert status == 200, answer
-    assert upstream_calls(fakes) == before + 1
+    response = app.test_client().post("/v1/chat/completions", json={**body, "stream": True})
+    assert response.status_code == 200 and response.get_data().endswith(b"data: [DONE]\n\n")
+    assert upstream_calls(fakes) == before + 2
 
 
 # --- the check itself -------------------------------------------------------------------------------
@@ -305,6 +307,8 @@ def test_bad_fields_name_their_param(fields: dict[str, Any], param: str) -> None
     "fields",
     [
         {"stop": "END", "stream": None, "n": None, "temperature": 0, "top_p": 0.9, "seed": -1},
+        {"stream": True, "n": 2, "max_tokens": 1, "max_completion_tokens": 10, "frequency_penalty": -0.5},
+        {"stream": False, "presence_penalty": 1, "temperature": 1.5},
         {
             "tool_choice": "auto",
             "response_format": {"type": "json_object"},
