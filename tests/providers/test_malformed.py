@@ -282,7 +282,7 @@ def stream_cases() -> Iterator[Any]:
             yield pytest.param(
                 adapter, [b"data: " + body + b"\n\n", *map(sse, streams[0]), *end], id=f"{adapter}-{name}"
             )
-            yield pytest.param(adapter, [body], id=f"{adapter}-{name}-raw")
+            yield pytest.param(adapter, [body] if body else [], id=f"{adapter}-{name}-raw")
         for n, events in enumerate(streams):
             yield pytest.param(adapter, [*map(sse, events), *end], id=f"{adapter}-{n}-valid")
             for name, bad in mutations(events):
@@ -433,6 +433,16 @@ def test_known_malformed_answers_are_upstream_errors(
     check_error(info.value, provider.model)
 
 
+def test_the_error_says_which_field_was_wrong(upstream: FakeServer, providers: dict[str, Provider]) -> None:
+    upstream.push("any", Behavior(json={"choices": [{"message": CANARY}]}))
+    with pytest.raises(UpstreamError) as info:
+        providers["openai"].complete(dict(CHAT))
+    assert (
+        info.value.message
+        == "Upstream for model openai/test-model sent a malformed answer (message has the wrong type)"
+    )
+
+
 @pytest.mark.parametrize("adapter", ["openai", "gemini", "cohere", "cloudflare"])
 @pytest.mark.parametrize(
     "name", ["json list", "json scalar", "truncated json", "invalid utf-8", "html", "2 MB event"]
@@ -445,6 +455,8 @@ def test_generic_garbage_is_always_an_error(
     with pytest.raises(UpstreamError) as info:
         provider.complete(dict(CHAT))
     check_error(info.value, provider.model)
+    if name in ("truncated json", "invalid utf-8", "html"):
+        assert "(not JSON)" in info.value.message
     upstream.push("any", Behavior(events=[b"data: " + STREAM_GENERIC[name] + b"\n\n", *STREAM_END[adapter]]))
     stream = provider.stream({**CHAT, "stream": True})
     try:
