@@ -1,10 +1,22 @@
-"""Sber GigaChat through the official `gigachat` SDK (sync client, v1 chat contract).
+"""Sber GigaChat's v1 chat API over the shared transport, with an OAuth token cache of our own.
 
-Pure translations (no I/O): `build_chat` (OpenAI request -> GigaChat `Chat` dict), `parse_completion`
-(answer -> chat.completion), `stream_chunk` / `translate_stream` (stream chunks -> OpenAI chunks) and
-`map_error` (SDK / httpx exception -> ProxyError). `GigaChat` holds ONE SDK client per model, shared
-by every thread: the SDK fetches the OAuth token once under its lock, refreshes it 60 s before expiry
-and, on a 401, re-authenticates once and retries the call.
+Why not the official `gigachat` SDK (0.2.3, the newest release): its client cannot be shared by the
+worker's threads through its public interface. After a 401 it drops the cached token unconditionally
+and outside its lock, so N requests failing together wipe each other's fresh tokens (up to N OAuth
+calls), and its `token` property can read a token another thread is resetting; the only fixes go
+through its private `_reset_token` / `_access_token`. Its transport is closed too: one timeout for
+plain calls and streams, no proxy setting, no bound on an answer's size and no public way to wake a
+stream read blocked in another thread. So GigaChat is spoken here like every other upstream, through
+`app/http.py` (same pools, timeouts, caps, TLS and proxy settings), and `AccessToken` does what the
+SDK's token handling did, thread-safely: one OAuth call however many threads need a token, a new one
+60 s before expiry, and after a 401 one refresh (only if the rejected token is still the current one,
+so 20 concurrent 401s cause exactly one) and one retry.
+
+Pure translations (no I/O): `build_payload` (OpenAI request -> GigaChat v1 chat), `parse_completion`
+(answer -> chat.completion), `parse_chunks` (SSE events -> OpenAI chunks), `parse_token` (OAuth answer)
+and `error_message`. Any exception while translating an answer or an event becomes a retryable
+UpstreamError naming the model; every error message and log line is redacted of the credentials and
+of the access tokens the provider holds.
 
 What is translated:
   - messages: system/developer (leading ones merged into the one system message GigaChat allows
@@ -26,42 +38,37 @@ than repetition_penalty, `response_format` json_object, `parallel_tool_calls`, `
 from __future__ import annotations
 
 import base64
-import contextlib
+import copy
 import json
 import logging
 import re
-import socket
-import ssl
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
-from itertools import chain
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-import httpx
-import pydantic
-from gigachat import GigaChatSyncClient
-from gigachat.exceptions import GigaChatException, ResponseError
-from gigachat.models.chat import Chat
-from gigachat.settings import AUTH_URL
+import orjson
 
 from app.config import HttpConfig, ModelConfig
-from app.errors import (
-    InvalidRequest,
-    ProxyError,
-    RateLimited,
-    UpstreamAuthError,
-    UpstreamError,
-    UpstreamTimeout,
+from app.errors import InvalidRequest, ProxyError, RateLimited, UpstreamAuthError, UpstreamError
+from app.http import SessionPool, send
+from app.providers.base import (
+    MAX_ERROR_BODY,
+    ChunkStream,
+    Completion,
+    HttpProvider,
+    UpstreamRequest,
+    error_for_status,
 )
-from app.http import SessionPool
-from app.providers.base import ChunkStream, Completion, Provider, error_for_status, retry_after_seconds
+from app.redact import redact
+from app.sse import SSEEvent
 
 log = logging.getLogger("ai_proxy.providers.gigachat")
 
+AUTH_URL = "https://ngw.devices.sberbank.ru:9443/api/v2/oauth"
 DEFAULT_SCOPE = "GIGACHAT_API_PERS"
-EVENT_STREAM = "text/event-stream"
+REFRESH_AHEAD = 60.0  # seconds before expiry when a token is replaced (as the SDK does)
 MIN_TEMPERATURE = 1e-6  # GigaChat wants temperature > 0; this is greedy for every practical purpose
 REASONING_EFFORTS = ("low", "medium", "high")
 FINISH_REASONS = {
@@ -71,14 +78,13 @@ FINISH_REASONS = {
     "blacklist": "content_filter",
 }
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-_DUMP = {"mode": "json", "by_alias": True, "exclude_none": True, "exclude": {"x_headers"}}
 
 
-# --- OpenAI request -> GigaChat Chat -----------------------------------------------------------
+# --- OpenAI request -> GigaChat -----------------------------------------------------------------
 
 
-def sdk_credentials(token: str) -> str:
-    """The SDK's `credentials` (base64 authorization key) from `client_id:client_secret` or the key."""
+def authorization_key(token: str) -> str:
+    """GigaChat's base64 authorization key, from `client_id:client_secret` or from the key itself."""
     token = token.strip()
     if token.lower().startswith("basic "):
         token = token[6:].strip()
@@ -87,16 +93,14 @@ def sdk_credentials(token: str) -> str:
     return token
 
 
-def build_chat(body: dict[str, Any], upstream_model: str) -> dict[str, Any]:
-    """The GigaChat v1 `Chat` payload (a dict for `Chat.model_validate`) for an OpenAI request.
-
-    Function definitions travel in `additional_fields`, which the SDK merges into the JSON as they
-    are: its own `Function` model drops JSON Schema keywords and rejects valid schemas.
-    """
+def build_payload(body: dict[str, Any], upstream_model: str, stream: bool) -> dict[str, Any]:
+    """The GigaChat v1 chat request for an OpenAI request (function schemas are sent verbatim)."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("'messages' must be a non-empty list", param="messages")
     chat: dict[str, Any] = {"model": upstream_model, "messages": build_messages(messages)}
+    if stream:
+        chat["stream"] = True
 
     temperature = _number(body, "temperature")
     if temperature is not None:
@@ -124,7 +128,7 @@ def build_chat(body: dict[str, Any], upstream_model: str) -> dict[str, Any]:
 
     functions = build_functions(body)
     if functions:
-        chat["additional_fields"] = {"functions": functions}
+        chat["functions"] = functions
         choice = body.get("tool_choice", body.get("function_call"))
         chat["function_call"] = function_call_for(choice, functions)
     return chat
@@ -225,8 +229,9 @@ def function_call_for(choice: Any, functions: list[dict[str, Any]]) -> str | dic
     if choice == "required":
         return {"name": functions[0]["name"]} if len(functions) == 1 else "auto"
     if isinstance(choice, dict):
-        name = (choice.get("function") or {}).get("name") if "function" in choice else choice.get("name")
-        if name:
+        function = choice.get("function", choice)
+        name = function.get("name") if isinstance(function, dict) else None
+        if isinstance(name, str) and name:
             if not any(f["name"] == name for f in functions):
                 raise InvalidRequest(f"tool_choice names an unknown function {name!r}", param="tool_choice")
             return {"name": str(name)}
@@ -327,64 +332,127 @@ def _response_format(value: Any) -> dict[str, Any] | None:
 # --- GigaChat answer -> OpenAI ------------------------------------------------------------------
 
 
+class Malformed(ValueError):
+    """A field of an upstream answer is missing or of the wrong type (names the field)."""
+
+
+def _get(obj: Mapping[str, Any], name: str, kind: type | tuple[type, ...], required: bool = False) -> Any:
+    """`obj[name]` when it is a `kind` (bool is no int); None when absent and not `required`."""
+    value = obj.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _kinds(kind)):
+        raise Malformed(name)
+    return value
+
+
+def _kinds(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
 def new_id(prefix: str = "chatcmpl-") -> str:
     return prefix + uuid.uuid4().hex
 
 
-def map_finish_reason(reason: str | None, model_name: str) -> str | None:
+def map_finish_reason(reason: Any, model_name: str) -> str | None:
     if reason is None:
         return None
+    if not isinstance(reason, str):
+        raise Malformed("finish_reason")
     if reason == "error":
         raise UpstreamError(f"Upstream for model {model_name} failed while generating the answer")
     return FINISH_REASONS.get(reason, "stop")
 
 
 def map_usage(usage: Any) -> dict[str, Any] | None:
-    if not isinstance(usage, dict):
+    """GigaChat usage -> OpenAI usage; counts must be non-negative integers."""
+    if usage is None:
         return None
-    out = {
-        "prompt_tokens": int(usage.get("prompt_tokens") or 0),
-        "completion_tokens": int(usage.get("completion_tokens") or 0),
-        "total_tokens": int(usage.get("total_tokens") or 0),
+    if not isinstance(usage, dict):
+        raise Malformed("usage")
+    counts = {}
+    for name in ("prompt_tokens", "completion_tokens", "total_tokens", "precached_prompt_tokens"):
+        value = _get(usage, name, int)
+        if value is not None and value < 0:
+            raise Malformed(f"usage.{name}")
+        counts[name] = value
+    prompt, completion = counts["prompt_tokens"] or 0, counts["completion_tokens"] or 0
+    total = counts["total_tokens"]
+    out: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion if total is None else total,
     }
-    cached = usage.get("precached_prompt_tokens")
-    if isinstance(cached, int):
-        out["prompt_tokens_details"] = {"cached_tokens": cached}
+    if counts["precached_prompt_tokens"] is not None:
+        out["prompt_tokens_details"] = {"cached_tokens": counts["precached_prompt_tokens"]}
     return out
 
 
-def tool_call(function_call: dict[str, Any], state_id: str | None) -> dict[str, Any]:
+def tool_call(function_call: dict[str, Any], state_id: Any) -> dict[str, Any]:
     """GigaChat `function_call` (arguments object) -> one OpenAI tool call (arguments string)."""
-    arguments = function_call.get("arguments")
+    name = _get(function_call, "name", str, required=True)
+    arguments = _get(function_call, "arguments", (dict, str))
+    if not isinstance(arguments, str):
+        arguments = json.dumps(arguments if arguments is not None else {}, ensure_ascii=False)
+    if state_id is not None and not isinstance(state_id, str):
+        raise Malformed("functions_state_id")
     return {
         "id": state_id or new_id("call_"),
         "type": "function",
-        "function": {
-            "name": function_call.get("name") or "",
-            "arguments": json.dumps(arguments if arguments is not None else {}, ensure_ascii=False),
-        },
+        "function": {"name": name, "arguments": arguments},
     }
 
 
+def _message_fields(message: dict[str, Any], first: bool) -> dict[str, Any]:
+    """The OpenAI fields of a GigaChat message or delta: content, reasoning, one tool call."""
+    out: dict[str, Any] = {}
+    content = _get(message, "content", str)
+    function_call = _get(message, "function_call", dict)
+    if function_call is not None:
+        out["content"] = content or None
+        out["tool_calls"] = [tool_call(function_call, message.get("functions_state_id"))]
+    elif content or first:
+        out["content"] = content or ""
+    reasoning = _get(message, "reasoning_content", str)
+    if reasoning:
+        out["reasoning_content"] = reasoning
+    return out
+
+
+def _created(data: dict[str, Any]) -> int:
+    created = _get(data, "created", (int, float))
+    return int(created) if created else int(time.time())
+
+
+def _upstream_failure(data: dict[str, Any], model_name: str, what: str) -> UpstreamError | None:
+    """GigaChat's error shape (`{"status"|"code": ..., "message": ...}`) inside a 200, if it is one."""
+    message = data.get("message")
+    if "choices" in data or not isinstance(message, str):
+        return None
+    return UpstreamError(f"Upstream {what} for model {model_name} failed: {message[:300]}")
+
+
 def parse_completion(data: Any, model_name: str) -> dict[str, Any]:
-    """A GigaChat v1 answer (JSON shape) -> an OpenAI chat.completion."""
-    choices_in = data.get("choices") if isinstance(data, dict) else None
-    if not isinstance(choices_in, list) or not choices_in:
+    """A GigaChat v1 answer -> an OpenAI chat.completion. Raises Malformed on a bad shape."""
+    if not isinstance(data, dict):
+        raise Malformed("answer")
+    failure = _upstream_failure(data, model_name, "answer")
+    if failure is not None:
+        raise failure
+    choices_in = _get(data, "choices", list, required=True)
+    if not choices_in:
         raise UpstreamError(f"Upstream for model {model_name} sent an answer without choices")
     choices = []
     for position, choice in enumerate(choices_in):
-        message = choice.get("message") or {}
-        out: dict[str, Any] = {"role": "assistant", "content": message.get("content") or ""}
-        function_call = message.get("function_call")
-        if isinstance(function_call, dict):
-            out["content"] = message.get("content") or None
-            out["tool_calls"] = [tool_call(function_call, message.get("functions_state_id"))]
-        if message.get("reasoning_content"):
-            out["reasoning_content"] = message["reasoning_content"]
+        if not isinstance(choice, dict):
+            raise Malformed("choices[]")
+        message = _get(choice, "message", dict, required=True)
+        index = _get(choice, "index", int)
+        fields = _message_fields(message, first=True)
         choices.append(
             {
-                "index": choice.get("index", position),
-                "message": out,
+                "index": position if index is None else index,
+                "message": {"role": "assistant", **fields},
                 "finish_reason": map_finish_reason(choice.get("finish_reason"), model_name) or "stop",
                 "logprobs": None,
             }
@@ -392,8 +460,8 @@ def parse_completion(data: Any, model_name: str) -> dict[str, Any]:
     answer: dict[str, Any] = {
         "id": new_id(),
         "object": "chat.completion",
-        "created": int(data.get("created") or time.time()),
-        "model": data.get("model") or "",
+        "created": _created(data),
+        "model": _get(data, "model", str) or "",
         "choices": choices,
     }
     usage = map_usage(data.get("usage"))
@@ -402,393 +470,304 @@ def parse_completion(data: Any, model_name: str) -> dict[str, Any]:
     return answer
 
 
-def stream_chunk(
-    chunk: dict[str, Any], stream_id: str, started: set[int], model_name: str
-) -> dict[str, Any] | None:
-    """One GigaChat stream chunk -> an OpenAI chunk (None when nothing in it is for the client).
+class StreamTranslator:
+    """GigaChat stream chunks -> OpenAI chunks, for one stream (ids, role on each choice's first
+    delta, completeness). Built-in tools' `function_in_progress` progress texts are not passed on."""
 
-    `started` holds the choice indexes that already got their `role: assistant` delta. Built-in tools'
-    `function_in_progress` progress texts are not passed on.
-    """
-    choices = []
-    for choice in chunk.get("choices") or ():
-        index = choice.get("index", 0)
-        delta = choice.get("delta") or {}
-        finish = map_finish_reason(choice.get("finish_reason"), model_name)
-        role = delta.get("role")
-        out: dict[str, Any] = {}
-        if role in (None, "assistant"):
-            function_call = delta.get("function_call")
-            content = delta.get("content")
-            if index not in started:
-                started.add(index)
-                out["role"] = "assistant"
-                if not isinstance(function_call, dict):
-                    out["content"] = content or ""
-            if content and "content" not in out:
-                out["content"] = content
-            if delta.get("reasoning_content"):
-                out["reasoning_content"] = delta["reasoning_content"]
-            if isinstance(function_call, dict):
-                call = tool_call(function_call, delta.get("functions_state_id"))
-                out["tool_calls"] = [{"index": 0, **call}]
-        if not out and finish is None:
-            continue
-        choices.append({"index": index, "delta": out, "finish_reason": finish, "logprobs": None})
-    if not choices:
-        return None
-    return {
-        "id": stream_id,
-        "object": "chat.completion.chunk",
-        "created": int(chunk.get("created") or time.time()),
-        "model": chunk.get("model") or "",
-        "choices": choices,
-    }
+    def __init__(self, model_name: str) -> None:
+        self.model_name = model_name
+        self.id = new_id()
+        self.started: set[int] = set()
+        self.finished: set[int] = set()
+        self.usage: dict[str, Any] | None = None
+        self.created = 0
+        self.model = ""
 
+    def chunk(self, data: Any) -> dict[str, Any] | None:
+        """One upstream chunk -> an OpenAI chunk, or None when nothing in it is for the client."""
+        if not isinstance(data, dict):
+            raise Malformed("event")
+        failure = _upstream_failure(data, self.model_name, "stream")
+        if failure is not None:
+            raise failure
+        self.created = _created(data)
+        self.model = _get(data, "model", str) or self.model
+        usage = map_usage(data.get("usage"))
+        if usage is not None:
+            self.usage = usage
+        choices = []
+        for choice in _get(data, "choices", list, required=True):
+            if not isinstance(choice, dict):
+                raise Malformed("choices[]")
+            index = _get(choice, "index", int) or 0
+            delta = _get(choice, "delta", dict) or {}
+            finish = map_finish_reason(choice.get("finish_reason"), self.model_name)
+            out: dict[str, Any] = {}
+            if _get(delta, "role", str) in (None, "assistant"):
+                out = _message_fields(delta, first=index not in self.started)
+                if index not in self.started:
+                    self.started.add(index)
+                    out = {"role": "assistant", **out}
+                if out.get("content") is None and "tool_calls" in out:
+                    del out["content"]
+                if "tool_calls" in out:
+                    out["tool_calls"] = [{"index": 0, **out["tool_calls"][0]}]
+            if finish is not None:
+                self.finished.add(index)
+            if out or finish is not None:
+                choices.append({"index": index, "delta": out, "finish_reason": finish, "logprobs": None})
+        if not choices:
+            return None
+        return self._chunk(choices)
 
-def translate_stream(chunks: Iterable[dict[str, Any]], model_name: str) -> Iterator[dict[str, Any]]:
-    """GigaChat stream chunks (JSON shape) -> OpenAI chunks, ending with a usage chunk.
+    def end(self) -> Iterator[dict[str, Any]]:
+        """The usage chunk, once the stream ended; UpstreamError if a choice never finished."""
+        if not self.finished or not self.started <= self.finished:
+            raise UpstreamError(f"Upstream stream for model {self.model_name} ended before it was complete")
+        if self.usage is not None:
+            yield {**self._chunk([]), "usage": self.usage}
 
-    The SDK swallows `data: [DONE]`, so the end marker is a finish_reason: a stream that ends without
-    one raises UpstreamError.
-    """
-    stream_id = new_id()
-    started: set[int] = set()
-    finished = False
-    usage = None
-    created, model = 0, ""
-    for chunk in chunks:
-        created, model = chunk.get("created") or created, chunk.get("model") or model
-        if chunk.get("usage"):
-            usage = map_usage(chunk["usage"])
-        out = stream_chunk(chunk, stream_id, started, model_name)
-        if out is None:
-            continue
-        if any(c["finish_reason"] for c in out["choices"]):
-            finished = True
-        yield out
-    if not finished:
-        raise UpstreamError(f"Upstream stream for model {model_name} ended before it was complete")
-    if usage is not None:
-        yield {
-            "id": stream_id,
+    def _chunk(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "id": self.id,
             "object": "chat.completion.chunk",
-            "created": int(created or time.time()),
-            "model": model,
-            "choices": [],
-            "usage": usage,
+            "created": self.created or int(time.time()),
+            "model": self.model,
+            "choices": choices,
         }
 
 
-# --- errors -------------------------------------------------------------------------------------
+def parse_chunks(events: Iterable[SSEEvent], model_name: str) -> Iterator[dict[str, Any]]:
+    """GigaChat's `data:` events -> OpenAI chunks, ending with the usage chunk.
+
+    Reading `events` may raise transport errors, which pass through; anything that goes wrong while
+    translating an event is an UpstreamError naming the model."""
+    translator = StreamTranslator(model_name)
+    for event in events:
+        if event.data == b"[DONE]":
+            break
+        try:
+            out = translator.chunk(orjson.loads(event.data))
+        except ProxyError:
+            raise
+        except Exception as exc:  # the error boundary: no raw exception leaves a translation
+            raise malformed(model_name, exc, "stream event") from None
+        if out is not None:
+            yield out
+    yield from translator.end()
 
 
-def error_message(content: bytes | None) -> str:
+def malformed(model_name: str, exc: BaseException, what: str = "answer") -> UpstreamError:
+    """The typed error for an answer or event that could not be translated."""
+    where = f" ({exc})" if isinstance(exc, Malformed) else ""
+    return UpstreamError(f"Upstream for model {model_name} sent a malformed {what}{where}")
+
+
+def parse_token(data: Any) -> tuple[str, float]:
+    """GigaChat's OAuth answer `{"access_token", "expires_at"}` -> (token, expiry as Unix seconds).
+
+    `expires_at` is in milliseconds; a value too small for that is read as seconds."""
+    if not isinstance(data, dict):
+        raise Malformed("OAuth answer")
+    token = _get(data, "access_token", str, required=True)
+    expires_at = _get(data, "expires_at", (int, float), required=True)
+    if not token:
+        raise Malformed("access_token")
+    return token, expires_at / 1000.0 if expires_at > 1e11 else float(expires_at)
+
+
+def error_message(content: bytes) -> str:
     """`message` of GigaChat's `{"status"|"code": ..., "message": ...}` error bodies."""
     if not content:
         return ""
     try:
-        data = json.loads(content)
-    except ValueError:
+        data = orjson.loads(content)
+    except orjson.JSONDecodeError:
         return content[:300].decode("utf-8", "replace").strip()
-    if isinstance(data, dict) and data.get("message"):
-        return str(data["message"])
+    if isinstance(data, dict) and isinstance(data.get("message"), str):
+        return data["message"][:300]
     return ""
 
 
-def map_error(
-    exc: BaseException, model_name: str, auth_url: str = "", secrets: Iterable[str] = ()
-) -> ProxyError:
-    """An SDK / httpx / parsing exception -> our error, its text free of URLs and credentials."""
-    if isinstance(exc, ProxyError):
-        return exc
-    if isinstance(exc, ResponseError):
-        status = exc.status_code
-        message = _redact(error_message(exc.content), secrets)
-        headers: Mapping[str, str] = exc.headers if exc.headers is not None else {}
-        if auth_url and _same_url(exc.url, auth_url) and status != 429 and status < 500:
-            log.warning(
-                "GigaChat OAuth refused model %s's credentials: HTTP %s %s", model_name, status, message
-            )
-            return UpstreamAuthError(f"The proxy's credentials for model {model_name} were rejected")
-        if status == 402:
-            return RateLimited(f"Model {model_name} has used up its token package upstream")
-        if status == 404:
-            return UpstreamError(
-                f"Upstream for model {model_name} does not know it: {message or 'not found'}"
-            )
-        if status == 429:
-            return RateLimited(
-                f"Model {model_name} is rate limited upstream" + (f": {message}" if message else ""),
-                retry_after=retry_after_seconds(headers),
-            )
-        if status in (401, 403):
-            log.warning("GigaChat rejected the token of model %s: HTTP %s %s", model_name, status, message)
-        return error_for_status(status, message, model_name, headers)
-    if isinstance(exc, httpx.TimeoutException):
-        return UpstreamTimeout(f"Upstream for model {model_name} timed out")
-    if isinstance(exc, httpx.HTTPError | httpx.StreamError | OSError):
-        return UpstreamError(f"Could not talk to the upstream of model {model_name}")
-    if isinstance(exc, pydantic.ValidationError | ValueError):
-        return UpstreamError(f"Upstream for model {model_name} sent an unreadable answer")
-    if isinstance(exc, GigaChatException):
-        return UpstreamError(f"Upstream for model {model_name} failed")
-    return UpstreamError(f"Upstream for model {model_name} failed unexpectedly")
+# --- OAuth token and transport ------------------------------------------------------------------
 
 
-def _same_url(got: Any, expected: str) -> bool:
-    try:
-        return httpx.URL(str(got)).copy_with(query=None, fragment=None) == httpx.URL(expected)
-    except (httpx.InvalidURL, TypeError, ValueError):
-        return False
+class AccessToken:
+    """One OAuth access token shared by every thread: fetched once however many threads ask, replaced
+    `refresh_ahead` seconds before it expires, and dropped after a 401 only if it is still the one
+    the rejected request sent (so a burst of 401s causes one new token, not one per request).
 
+    Threads that waited while a fetch failed get that failure instead of trying again one after the
+    other: an OAuth outage costs a burst one timeout, not one per thread."""
 
-def _redact(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        if secret and secret in text:
-            text = text.replace(secret, "***")
-    return text
-
-
-UPSTREAM_ERRORS = (
-    GigaChatException,
-    httpx.HTTPError,
-    httpx.StreamError,
-    pydantic.ValidationError,
-    ValueError,
-    OSError,
-)
-
-
-# --- transport: the SDK on our own httpx clients ------------------------------------------------
-
-
-class _SharedClient(GigaChatSyncClient):
-    """The SDK's sync client, used by every thread, with two changes.
-
-    - It runs on httpx clients we build (connect/read/stream-idle timeouts, TLS, proxy, hooks).
-    - A 401 resets the cached token only if it is still the token this thread sent: the SDK's own
-      reset is unlocked and unconditional, so N threads failing together would wipe each other's fresh
-      tokens (N OAuth calls) and could read a token half-reset.
-    """
-
-    def __init__(self, *, api: httpx.Client, auth: httpx.Client, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._client_instance = api
-        self._auth_client_instance = auth
-        self._sent = threading.local()
-
-    @property
-    def token(self) -> str | None:
-        current = self._access_token  # read once: another thread may reset it
-        value = current.access_token if current is not None else None
-        self._sent.token = value
-        return value
-
-    def _reset_token(self) -> None:
-        with self._sync_token_lock:
-            current = self._access_token
-            if current is not None and current.access_token == getattr(self._sent, "token", None):
-                self._access_token = None
-
-
-class _Guard(httpx.SyncByteStream):
-    """Wraps a streamed response body so another thread can abort a blocked read safely.
-
-    `abort` shuts the socket down (which wakes a `recv` blocked in another thread) unless the body
-    was already closed — after which the connection may be back in the pool serving someone else.
-    """
-
-    def __init__(self, inner: httpx.SyncByteStream, response: httpx.Response) -> None:
-        self._inner = inner
-        self._response = response
+    def __init__(
+        self,
+        fetch: Callable[[], tuple[str, float]],
+        clock: Callable[[], float] = time.time,
+        refresh_ahead: float = REFRESH_AHEAD,
+    ) -> None:
+        self._fetch = fetch
+        self._clock = clock
+        self._refresh_ahead = refresh_ahead
         self._lock = threading.Lock()
-        self._closed = False
+        self._token: str | None = None
+        self._expires_at = 0.0
+        self._attempts = 0  # fetches tried so far
+        self._failure: ProxyError | None = None  # how the last one failed, if it did
+        self.recent: tuple[str, ...] = ()  # the current and the previous token, for redaction
 
-    def __iter__(self) -> Iterator[bytes]:
-        yield from self._inner
-
-    def close(self) -> None:
+    def get(self) -> str:
+        attempts = self._attempts
         with self._lock:
-            self._closed = True
-        self._inner.close()
+            if self._token is not None and self._expires_at - self._refresh_ahead > self._clock():
+                return self._token
+            if self._failure is not None and self._attempts != attempts:
+                raise copy.copy(self._failure) from None  # failed while this thread waited
+            self._attempts += 1
+            try:
+                self._token, self._expires_at = self._fetch()
+            except ProxyError as exc:
+                self._token, self._failure = None, exc
+                raise
+            self._failure = None
+            self.recent = (self._token, *self.recent[:1])
+            return self._token
 
-    def abort(self) -> None:
+    def reject(self, token: str) -> None:
+        """The upstream refused `token`: the next `get` fetches a new one, unless one already did."""
         with self._lock:
-            if self._closed:
-                return
-            network = self._response.extensions.get("network_stream")
-            sock = network.get_extra_info("socket") if network is not None else None
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+            if self._token == token:
+                self._token = None
 
 
-class _Call:
-    """What one call saw on the wire (set for the calling thread while the SDK runs)."""
-
-    __slots__ = ("aborted", "guard", "response", "streaming")
-
-    def __init__(self, streaming: bool) -> None:
-        self.streaming = streaming
-        self.response: httpx.Response | None = None
-        self.guard: _Guard | None = None
-        self.aborted = False
-
-    def seen(self, response: httpx.Response) -> None:
-        self.response = response
-        if self.streaming:
-            self.guard = _Guard(response.stream, response)  # type: ignore[arg-type]
-            response.stream = self.guard
-
-    def abort(self) -> None:
-        self.aborted = True
-        if self.guard is not None:
-            self.guard.abort()
-
-
-def _verify(model: ModelConfig, http: HttpConfig) -> Any:
-    """httpx `verify`: the model's verify_ssl_certs (False or a CA bundle), else the global setting."""
-    verify: bool | str = model.verify_ssl_certs
-    if verify is True:
-        verify = http.verify
-    if isinstance(verify, str):
-        return ssl.create_default_context(cafile=verify)
-    return bool(verify)
-
-
-class GigaChat(Provider):
-    """One configured GigaChat model: an SDK client created at start and shared by all threads."""
+class GigaChat(HttpProvider):
+    """One configured GigaChat model; its access token is shared by every thread."""
 
     def __init__(self, model: ModelConfig, sessions: SessionPool, http: HttpConfig) -> None:
         super().__init__(model, sessions, http)
-        self._local = threading.local()
-        plain = httpx.Timeout(http.read_timeout, connect=http.connect_timeout)
-        streaming = httpx.Timeout(http.stream_idle_timeout, connect=http.connect_timeout)
-        self._timeouts = (plain.as_dict(), streaming.as_dict())
-        common: dict[str, Any] = {
-            "verify": _verify(model, http),
-            "proxy": http.proxy or None,
-            "limits": httpx.Limits(max_connections=None, max_keepalive_connections=http.pool_maxsize),
-        }
-        api = httpx.Client(
-            base_url=model.url.rstrip("/"),
-            timeout=plain,
-            headers=dict(model.headers),
-            event_hooks={"request": [self._on_request], "response": [self._on_response]},
-            **common,
-        )
-        auth = httpx.Client(timeout=plain, **common)
+        verify = model.verify_ssl_certs
+        self.session = sessions.get(model.provider, None if verify is True else verify)
+        self.url = model.url.rstrip("/") + "/chat/completions"
         self.auth_url = model.auth_url or AUTH_URL
-        self._secrets = tuple(s for s in {model.token, sdk_credentials(model.token)} if s)
-        self._sdk = _SharedClient(
-            api=api,
-            auth=auth,
-            base_url=model.url.rstrip("/"),
-            auth_url=self.auth_url,
-            credentials=sdk_credentials(model.token),
-            scope=model.scope or DEFAULT_SCOPE,
-            model=model.upstream_model,
-            timeout=http.read_timeout,
-            max_retries=0,  # the router retries and falls back
-            # explicit empties, so stray GIGACHAT_* environment variables cannot change the auth mode
-            access_token="",
-            user="",
-            password="",
+        self.scope = model.scope or DEFAULT_SCOPE
+        self._key = authorization_key(model.token)
+        self.token = AccessToken(self.fetch_token)
+        self._headers = {"Content-Type": "application/json", "Accept": "application/json", **model.headers}
+        self._stream_headers = {**self._headers, "Accept": "text/event-stream", "Cache-Control": "no-store"}
+
+    def secrets(self) -> tuple[str, ...]:
+        """What must never appear in an error or a log line: credentials and recent access tokens."""
+        return (self.model.token, self._key, *self.token.recent)
+
+    def _redacted(self, exc: ProxyError) -> ProxyError:
+        exc.message = redact(exc.message, self.secrets())
+        exc.args = (exc.message,)
+        return exc
+
+    # --- OAuth ----------------------------------------------------------------------------------
+    def fetch_token(self) -> tuple[str, float]:
+        """A new access token from the OAuth endpoint: (token, expiry as Unix seconds)."""
+        response = send(
+            self.session,
+            self.auth_url,
+            data=f"scope={self.scope}".encode(),
+            headers={
+                "Authorization": f"Basic {self._key}",
+                "RqUID": str(uuid.uuid4()),
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Accept": "application/json",
+            },
+            timeout=self._timeout,
+            stream=False,
+            model_name=self.model.name,
         )
-
-    # --- httpx hooks (run in the calling thread) ----------------------------------------------
-    def _on_request(self, request: httpx.Request) -> None:
-        streaming = EVENT_STREAM in request.headers.get("accept", "")
-        request.extensions["timeout"] = self._timeouts[1 if streaming else 0]
-
-    def _on_response(self, response: httpx.Response) -> None:
-        call: _Call | None = getattr(self._local, "call", None)
-        if call is not None:
-            call.seen(response)
-
-    # --- Provider -----------------------------------------------------------------------------
-    def _chat(self, body: dict[str, Any]) -> Chat:
-        payload = build_chat(body, self.model.upstream_model)
+        status, name = response.status_code, self.model.name
+        if status >= 400:
+            message = redact(error_message(response.content[:MAX_ERROR_BODY]), self.secrets())
+            if status != 429 and status < 500:
+                log.warning("GigaChat OAuth refused the credentials of %s: HTTP %s %s", name, status, message)
+                raise UpstreamAuthError(f"The proxy's credentials for model {name} were rejected")
+            raise error_for_status(status, message, name, response.headers)
         try:
-            return Chat.model_validate(payload)
-        except pydantic.ValidationError as exc:
-            where = ".".join(str(p) for p in exc.errors()[0]["loc"]) if exc.errors() else ""
-            raise InvalidRequest(
-                f"Request not expressible for GigaChat ({where})", param="messages"
-            ) from None
+            return parse_token(orjson.loads(response.content))
+        except ValueError as exc:
+            raise malformed(name, exc, "OAuth answer") from None
 
-    def _error(self, exc: BaseException) -> ProxyError:
-        return map_error(exc, self.model.name, self.auth_url, self._secrets)
+    # --- HttpProvider hooks ---------------------------------------------------------------------
+    def build_request(self, body: dict[str, Any], stream: bool) -> UpstreamRequest:
+        payload = orjson.dumps(build_payload(body, self.model.upstream_model, stream))
+        headers = self._stream_headers if stream else self._headers
+        return UpstreamRequest(self.url, payload, {**headers, "Authorization": f"Bearer {self.token.get()}"})
 
+    def _post(self, request: UpstreamRequest, *, stream: bool) -> Any:
+        """POST; after a 401, retry once with a new token (GigaChat's tokens live 30 minutes)."""
+        response = super()._post(request, stream=stream)
+        if response.status_code != 401:
+            return response
+        response.close()
+        self.token.reject(request.headers["Authorization"].removeprefix("Bearer "))
+        log.info("GigaChat rejected the access token of model %s: fetching a new one", self.model.name)
+        retry = {**request.headers, "Authorization": f"Bearer {self.token.get()}"}
+        return super()._post(UpstreamRequest(request.url, request.payload, retry), stream=stream)
+
+    def parse_response(self, data: Any) -> dict[str, Any]:
+        try:
+            return parse_completion(data, self.model.name)
+        except ProxyError:
+            raise
+        except Exception as exc:  # the error boundary: no raw exception leaves a translation
+            raise malformed(self.model.name, exc) from None
+
+    def parse_stream(self, events: Iterable[SSEEvent]) -> Iterator[dict[str, Any]]:
+        return parse_chunks(events, self.model.name)
+
+    def parse_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> ProxyError:
+        message = redact(error_message(body), self.secrets())
+        name = self.model.name
+        if status in (401, 403):
+            log.warning("GigaChat rejected the token of model %s: HTTP %s %s", name, status, message)
+        if status == 402:
+            return RateLimited(f"Model {name} has used up its token package upstream")
+        if status == 404:
+            return UpstreamError(f"Upstream for model {name} does not know it: {message or 'not found'}")
+        return error_for_status(status, message, name, headers)
+
+    # --- Provider: every error that leaves is redacted ------------------------------------------
     def complete(self, body: dict[str, Any]) -> Completion:
-        chat = self._chat(body)
-        call = self._local.call = _Call(streaming=False)
         try:
-            answer = self._sdk.chat(chat)
-        except UPSTREAM_ERRORS as exc:
-            raise self._error(exc) from None
-        finally:
-            self._local.call = None
-        data = answer.model_dump(**_DUMP)
-        headers = call.response.headers if call.response is not None else {}
-        return Completion(parse_completion(data, self.model.name), headers)
+            return super().complete(body)
+        except ProxyError as exc:
+            raise self._redacted(exc) from None
 
     def stream(self, body: dict[str, Any]) -> ChunkStream:
-        """Opens the stream and reads up to its first chunk, so that auth, HTTP and connection errors
-        raise here (the SDK checks the status inside its generator)."""
-        chat = self._chat(body)
-        call = self._local.call = _Call(streaming=True)
-        upstream = self._sdk.stream(chat)
         try:
-            first = next(upstream)
-        except StopIteration:
-            raise UpstreamError(
-                f"Upstream stream for model {self.model.name} ended before it began"
-            ) from None
-        except UPSTREAM_ERRORS as exc:
-            upstream.close()
-            raise self._error(exc) from None
-        finally:
-            self._local.call = None
-        chunks = self._relay(chain((first,), upstream), upstream, call)
-        headers = call.response.headers if call.response is not None else {}
-        return ChunkStream(chunks, headers, lambda: self._close_stream(chunks, call))
+            opened = super().stream(body)
+        except ProxyError as exc:
+            raise self._redacted(exc) from None
+        return ChunkStream(self._redacting(iter(opened)), opened.headers, opened.close)
 
-    def _relay(self, raw: Iterator[Any], upstream: Iterator[Any], call: _Call) -> Iterator[dict[str, Any]]:
+    def _redacting(self, chunks: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         try:
-            yield from translate_stream((c.model_dump(**_DUMP) for c in raw), self.model.name)
-        except Exception as exc:
-            if call.aborted:  # closed by the client: the read we broke off is no error
-                return
-            if isinstance(exc, UPSTREAM_ERRORS):
-                raise self._error(exc) from None
-            raise
-        finally:
-            upstream.close()  # type: ignore[attr-defined]
-
-    @staticmethod
-    def _close_stream(chunks: Iterator[dict[str, Any]], call: _Call) -> None:
-        """Close from the consuming thread, or abort a read blocked in another thread."""
-        try:
-            chunks.close()  # type: ignore[attr-defined]
-        except ValueError:  # "generator already executing": another thread is reading it
-            call.abort()
-
-    def close(self) -> None:
-        self._sdk.close()
+            yield from chunks
+        except ProxyError as exc:
+            raise self._redacted(exc) from None
+        except Exception as exc:  # e.g. a read that another thread's close() broke off mid-way
+            log.debug("GigaChat stream of model %s broke off: %s", self.model.name, type(exc).__name__)
+            raise UpstreamError(f"Upstream stream for model {self.model.name} broke off") from None
 
 
 __all__ = [
+    "AccessToken",
     "GigaChat",
-    "build_chat",
+    "StreamTranslator",
+    "authorization_key",
     "build_functions",
     "build_messages",
+    "build_payload",
+    "error_message",
     "function_call_for",
-    "map_error",
     "map_usage",
+    "parse_chunks",
     "parse_completion",
-    "sdk_credentials",
-    "stream_chunk",
-    "translate_stream",
+    "parse_token",
 ]

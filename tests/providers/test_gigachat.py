@@ -4,39 +4,31 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import pytest
-from gigachat.exceptions import (
-    AuthenticationError,
-    BadRequestError,
-    NotFoundError,
-    RateLimitError,
-    ResponseError,
-    ServerError,
-    UnprocessableEntityError,
-)
-from gigachat.models.chat import Chat, ChatCompletion, ChatCompletionChunk
 
 from app.errors import (
     InvalidRequest,
-    RateLimited,
-    UpstreamAuthError,
-    UpstreamBadRequest,
     UpstreamError,
-    UpstreamTimeout,
 )
 from app.providers.gigachat import (
-    build_chat,
+    AccessToken,
+    StreamTranslator,
+    authorization_key,
     build_messages,
+    build_payload,
+    error_message,
     function_call_for,
-    map_error,
     map_usage,
+    parse_chunks,
     parse_completion,
-    sdk_credentials,
-    stream_chunk,
-    translate_stream,
+    parse_token,
 )
+from app.sse import SSEEvent
 
 STATE_ID = "77d3fb14-457a-46ba-937e-8d856156d003"
 WEATHER = {
@@ -120,21 +112,22 @@ STREAM = [
 ]
 
 
-def sdk_json(chat: dict) -> dict:
-    """What the SDK puts on the wire for a payload (its own serialisation, additional_fields merged)."""
-    from gigachat.api.chat import _build_request_json
+def build_chat(body: dict, model: str) -> dict:
+    return build_payload(body, model, stream=False)
 
-    return _build_request_json(Chat.model_validate(chat), exclude_stream=True)
+
+def translate_stream(chunks: list, model_name: str) -> list[dict]:
+    return list(parse_chunks([SSEEvent("", json.dumps(c).encode()) for c in chunks], model_name))
 
 
 # --- credentials ---------------------------------------------------------------------------------
 
 
 def test_credentials_pair_is_base64_encoded_and_key_kept():
-    assert sdk_credentials("cid:secret") == base64.b64encode(b"cid:secret").decode()
+    assert authorization_key("cid:secret") == base64.b64encode(b"cid:secret").decode()
     key = base64.b64encode(b"cid:secret").decode()
-    assert sdk_credentials(key) == key
-    assert sdk_credentials(f"Basic {key}") == key
+    assert authorization_key(key) == key
+    assert authorization_key(f"Basic {key}") == key
 
 
 # --- request ------------------------------------------------------------------------------------
@@ -159,7 +152,7 @@ def test_simple_request_and_sampling_parameters():
         },
         "GigaChat-2",
     )
-    assert sdk_json(chat) == {
+    assert chat == {
         "model": "GigaChat-2",
         "messages": [
             {"role": "system", "content": "Ты — лаконичный помощник."},
@@ -243,7 +236,7 @@ def test_tools_become_functions_with_the_schema_verbatim():
     chat = build_chat(
         {"messages": [{"role": "user", "content": "Какая погода в Москве?"}], "tools": [WEATHER]}, "G"
     )
-    wire = sdk_json(chat)
+    wire = chat
     assert wire["function_call"] == "auto"
     assert wire["functions"] == [
         {
@@ -262,9 +255,7 @@ def test_tool_without_parameters_gets_an_empty_object_schema():
         },
         "G",
     )
-    assert sdk_json(chat)["functions"] == [
-        {"name": "now", "parameters": {"type": "object", "properties": {}}}
-    ]
+    assert chat["functions"] == [{"name": "now", "parameters": {"type": "object", "properties": {}}}]
 
 
 def test_legacy_functions_are_accepted():
@@ -276,7 +267,7 @@ def test_legacy_functions_are_accepted():
         },
         "G",
     )
-    assert sdk_json(chat)["function_call"] == {"name": "weather_forecast"}
+    assert chat["function_call"] == {"name": "weather_forecast"}
 
 
 def test_tool_choice_mapping():
@@ -325,8 +316,6 @@ def test_tool_round_trip_history():
         },
         {"role": "function", "name": "weather_forecast", "content": '{"temperature": 27}'},
     ]
-    # and the SDK model accepts it unchanged
-    assert sdk_json({"model": "G", "messages": messages})["messages"] == messages
 
 
 def test_foreign_call_ids_are_not_sent_as_state_ids_and_results_get_wrapped():
@@ -404,7 +393,7 @@ def test_json_schema_response_format():
         },
         "G",
     )
-    assert sdk_json(chat)["response_format"] == {
+    assert chat["response_format"] == {
         "type": "json_schema",
         "schema": {"type": "object"},
         "strict": True,
@@ -439,13 +428,8 @@ def test_plain_answer():
     }
 
 
-def test_answer_through_the_sdk_model_dump():
-    """The provider dumps the SDK's pydantic answer; the shape must be the documented one."""
-    dumped = ChatCompletion(**FUNCTION_ANSWER).model_dump(
-        mode="json", by_alias=True, exclude_none=True, exclude={"x_headers"}
-    )
-    out = parse_completion(dumped, "m")
-    choice = out["choices"][0]
+def test_function_call_answer():
+    choice = parse_completion(FUNCTION_ANSWER, "m")["choices"][0]
     assert choice["finish_reason"] == "tool_calls"
     assert choice["message"]["content"] is None
     assert choice["message"]["tool_calls"] == [
@@ -513,22 +497,6 @@ def test_stream_translation():
     assert "usage" not in chunks[2]
 
 
-def test_stream_through_the_sdk_model_dump():
-    dumped = [
-        ChatCompletionChunk(**c).model_dump(
-            mode="json", by_alias=True, exclude_none=True, exclude={"x_headers"}
-        )
-        for c in STREAM
-    ]
-    assert [
-        c["choices"][0]["delta"].get("content") for c in translate_stream(dumped, "m") if c["choices"]
-    ] == [
-        "GigaChat",
-        " спешит",
-        None,
-    ]
-
-
 def test_stream_function_call_arrives_whole():
     chunk = {
         "choices": [
@@ -566,10 +534,10 @@ def test_stream_function_call_arrives_whole():
 
 
 def test_stream_skips_function_in_progress_and_adds_missing_role():
-    started: set[int] = set()
+    translator = StreamTranslator("m")
     progress = {"choices": [{"delta": {"role": "function_in_progress", "content": "searching…"}, "index": 0}]}
-    assert stream_chunk(progress, "id", started, "m") is None
-    first = stream_chunk({"choices": [{"delta": {"content": "hi"}, "index": 0}]}, "id", started, "m")
+    assert translator.chunk(progress) is None
+    first = translator.chunk({"choices": [{"delta": {"content": "hi"}, "index": 0}]})
     assert first["choices"][0]["delta"] == {"role": "assistant", "content": "hi"}
 
 
@@ -585,99 +553,208 @@ def test_stream_error_finish_is_an_error():
         list(translate_stream([STREAM[0], bad], "m"))
 
 
-# --- errors -------------------------------------------------------------------------------------
-
-API = "https://gigachat.devices.sberbank.ru/api/v1/chat/completions"
-AUTH = "https://ngw.devices.sberbank.ru:9443/api/v2/oauth"
-
-
-def err(cls, status, body, url=API, headers=None):
-    return cls(url, status, json.dumps(body).encode(), httpx.Headers(headers or {}))
+def test_stream_error_event_inside_a_200_fails_with_its_message():
+    with pytest.raises(UpstreamError, match="failed: session lost"):
+        list(translate_stream([STREAM[0], {"status": 500, "message": "session lost"}], "m"))
 
 
-def test_error_mapping_by_status():
-    assert isinstance(
-        map_error(err(AuthenticationError, 401, {"status": 401, "message": "Token has expired"}), "m", AUTH),
-        UpstreamAuthError,
-    )
-    limited = map_error(
-        err(
-            RateLimitError, 429, {"status": 429, "message": "Too Many Requests"}, headers={"Retry-After": "7"}
-        ),
-        "m",
-    )
-    assert isinstance(limited, RateLimited) and limited.retry_after == 7.0
-    assert isinstance(
-        map_error(err(ResponseError, 402, {"status": 402, "message": "Payment Required"}), "m"), RateLimited
-    )
-    bad = map_error(
-        err(
-            UnprocessableEntityError,
-            422,
-            {"status": 422, "message": "system message must be the first message"},
-        ),
-        "m",
-    )
-    assert isinstance(bad, UpstreamBadRequest) and bad.message == "system message must be the first message"
-    assert isinstance(
-        map_error(err(BadRequestError, 400, {"status": 400, "message": "x"}), "m"), UpstreamBadRequest
-    )
-    missing = map_error(err(NotFoundError, 404, {"status": 404, "message": "No such model"}), "m")
-    assert type(missing) is UpstreamError and "No such model" in missing.message
-    assert (
-        type(map_error(err(ServerError, 500, {"status": 500, "message": "Internal Server Error"}), "m"))
-        is UpstreamError
-    )
-    assert isinstance(map_error(err(ServerError, 504, {}), "m"), UpstreamTimeout)
+# --- malformed answers: the field is named, nothing raw escapes the translation -----------------
 
 
-def test_oauth_errors_are_auth_errors_without_details_or_secrets():
-    key = base64.b64encode(b"cid:secret").decode()
-    for status, body in [
-        (401, {"code": 6, "message": "credentials doesn't match db data"}),
-        (400, {"code": 7, "message": f"scope from db not fully includes consumed scope {key}"}),
-    ]:
-        mapped = map_error(err(ResponseError, status, body, url=AUTH), "m", AUTH, (key, "cid:secret"))
-        assert isinstance(mapped, UpstreamAuthError)
-        assert key not in mapped.message and "secret" not in mapped.message
-    assert isinstance(map_error(err(ServerError, 503, {}, url=AUTH), "m", AUTH), UpstreamError)
+def mutated(base: dict, path: tuple, value) -> dict:
+    """A deep copy of `base` with the item at `path` replaced (or removed when value is DELETE)."""
+    data = json.loads(json.dumps(base))
+    target = data
+    for key in path[:-1]:
+        target = target[key]
+    if value is DELETE:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return data
 
 
-def test_transport_and_parse_errors():
-    request = httpx.Request("POST", API)
-    assert isinstance(map_error(httpx.ReadTimeout("slow", request=request), "m"), UpstreamTimeout)
-    assert isinstance(map_error(httpx.ConnectTimeout("slow", request=request), "m"), UpstreamTimeout)
-    refused = map_error(httpx.ConnectError("refused", request=request), "m")
-    assert type(refused) is UpstreamError and "http" not in refused.message
-    assert type(map_error(httpx.TransportError("Expected response Content-Type"), "m")) is UpstreamError
-    assert type(map_error(ValueError("bad json"), "m")) is UpstreamError
+DELETE = object()
+# (path in the answer, bad value, the field the error names)
+BAD_FIELDS = [
+    (("choices",), DELETE, "choices"),
+    (("choices",), {}, "choices"),
+    (("choices",), "x", "choices"),
+    (("choices", 0), 1, "choices[]"),
+    (("choices", 0), [], "choices[]"),
+    (("choices", 0, "message"), DELETE, "message"),
+    (("choices", 0, "message"), "x", "message"),
+    (("choices", 0, "message"), [], "message"),
+    (("choices", 0, "message", "content"), 5, "content"),
+    (("choices", 0, "message", "content"), ["x"], "content"),
+    (("choices", 0, "message", "reasoning_content"), {}, "reasoning_content"),
+    (("choices", 0, "message", "function_call"), "f", "function_call"),
+    (("choices", 0, "message", "function_call"), {}, "name"),
+    (("choices", 0, "message", "function_call"), {"name": 5}, "name"),
+    (("choices", 0, "message", "function_call"), {"name": "f", "arguments": [1]}, "arguments"),
+    (("choices", 0, "message", "function_call"), {"name": "f", "arguments": 5}, "arguments"),
+    (("choices", 0, "finish_reason"), 5, "finish_reason"),
+    (("choices", 0, "index"), "0", "index"),
+    (("choices", 0, "index"), True, "index"),
+    (("created",), "yesterday", "created"),
+    (("model",), 5, "model"),
+    (("usage",), [], "usage"),
+    (("usage", "prompt_tokens"), "17", "prompt_tokens"),
+    (("usage", "completion_tokens"), 1.5, "completion_tokens"),
+    (("usage", "total_tokens"), -100000000, "total_tokens"),
+    (("usage", "precached_prompt_tokens"), {}, "precached_prompt_tokens"),
+]
 
 
-def test_upstream_messages_are_redacted():
-    mapped = map_error(
-        err(BadRequestError, 400, {"status": 400, "message": "bad cid:secret"}), "m", "", ["cid:secret"]
-    )
-    assert mapped.message == "bad ***"
+@pytest.mark.parametrize("path,value,field", BAD_FIELDS)
+def test_malformed_answers_name_the_field(path, value, field):
+    with pytest.raises(ValueError, match=re.escape(field)):
+        parse_completion(mutated(ANSWER, path, value), "m")
 
 
-# --- TLS setting ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "path,value,field", [case for case in BAD_FIELDS if case[1:] != (DELETE, "message")]
+)  # (a final delta may be absent: its finish_reason is all it has to say)
+def test_malformed_stream_events_are_upstream_errors(path, value, field):
+    """The same mutations on a stream's last event; `parse_chunks` is the stream's error boundary."""
+    event = mutated(ANSWER, path, value)
+    if isinstance(event.get("choices"), list) and event["choices"] and isinstance(event["choices"][0], dict):
+        choice = event["choices"][0]
+        if "message" in choice:
+            choice["delta"] = choice.pop("message")
+    with pytest.raises(UpstreamError, match=r"model m sent a malformed stream event|ended before") as info:
+        translate_stream([STREAM[0], event], "m")
+    assert info.value.retryable and info.value.status == 502
 
 
-def test_verify_setting_per_model_or_global():
-    import ssl
+def test_stream_chunk_without_choices_is_malformed():
+    with pytest.raises(UpstreamError, match=r"malformed stream event \(choices\)"):
+        translate_stream([STREAM[0], {"created": 1}], "m")
 
-    import certifi
 
-    from app.config import HttpConfig, ModelConfig
-    from app.providers.gigachat import _verify
+def test_error_in_a_200_answer_is_an_upstream_error_with_its_message():
+    with pytest.raises(UpstreamError, match="failed: Internal Server Error"):
+        parse_completion({"status": 500, "message": "Internal Server Error"}, "m")
 
-    def model(verify):
-        return ModelConfig(
-            name="g", provider="gigachat", url="https://x/api/v1", upstream_model="G", verify_ssl_certs=verify
-        )
 
-    assert _verify(model(False), HttpConfig(verify=True)) is False
-    assert _verify(model(True), HttpConfig()) is True
-    assert isinstance(_verify(model(certifi.where()), HttpConfig()), ssl.SSLContext)
-    assert isinstance(_verify(model(True), HttpConfig(verify=certifi.where())), ssl.SSLContext)
-    assert _verify(model(True), HttpConfig(verify=False)) is False
+# --- OAuth answer and error bodies --------------------------------------------------------------
+
+
+def test_token_expiry_is_read_in_milliseconds_or_seconds():
+    assert parse_token({"access_token": "t", "expires_at": 1706026848841}) == ("t", 1706026848.841)
+    assert parse_token({"access_token": "t", "expires_at": 4102444800}) == ("t", 4102444800.0)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        [],
+        "tok",
+        {},
+        {"access_token": "t"},
+        {"expires_at": 1},
+        {"access_token": "", "expires_at": 1},
+        {"access_token": 5, "expires_at": 1},
+        {"access_token": "t", "expires_at": "soon"},
+        {"access_token": "t", "expires_at": True},
+    ],
+)
+def test_malformed_token_answers(data):
+    with pytest.raises(ValueError):
+        parse_token(data)
+
+
+def test_error_messages_of_both_error_shapes():
+    assert error_message(b'{"status": 404, "message": "No such model"}') == "No such model"
+    assert error_message(b'{"code": 6, "message": "credentials doesn\'t match db data"}').startswith("cred")
+    assert error_message(b"<html>bad gateway</html>") == "<html>bad gateway</html>"
+    assert error_message(b"[1]") == "" and error_message(b'{"message": 5}') == "" and error_message(b"") == ""
+
+
+# --- the token cache (in-process, injected fetch and clock) -------------------------------------
+
+
+class Issuer:
+    """A fake OAuth endpoint for AccessToken: counts fetches, tokens valid for `ttl` seconds."""
+
+    def __init__(self, clock: list[float], ttl: float = 1800.0, delay: float = 0.0) -> None:
+        self.clock, self.ttl, self.delay = clock, ttl, delay
+        self.fetches = 0
+        self.failure: Exception | None = None
+        self.lock = threading.Lock()
+
+    def __call__(self) -> tuple[str, float]:
+        with self.lock:
+            self.fetches += 1
+            number = self.fetches
+        time.sleep(self.delay)  # widens the window in which other threads pile up
+        if self.failure is not None:
+            raise self.failure
+        return f"tok-{number}", self.clock[0] + self.ttl
+
+
+def together(count: int, work):
+    start = threading.Barrier(count)
+
+    def run(_):
+        start.wait()
+        return work()
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(run, range(count)))
+
+
+def test_many_threads_share_one_fetch():
+    clock = [1000.0]
+    issuer = Issuer(clock, delay=0.05)
+    token = AccessToken(issuer, clock=lambda: clock[0])
+    assert together(20, token.get) == ["tok-1"] * 20
+    assert issuer.fetches == 1
+
+
+def test_twenty_concurrent_rejections_cause_exactly_one_refresh():
+    clock = [1000.0]
+    issuer = Issuer(clock, delay=0.05)
+    token = AccessToken(issuer, clock=lambda: clock[0])
+    sent = token.get()
+
+    def rejected_then_retry():
+        token.reject(sent)
+        return token.get()
+
+    assert together(20, rejected_then_retry) == ["tok-2"] * 20
+    assert issuer.fetches == 2
+    token.reject(sent)  # a late 401 for the old token leaves the new one alone
+    assert token.get() == "tok-2" and issuer.fetches == 2
+    assert token.recent == ("tok-2", "tok-1")
+
+
+def test_token_is_replaced_a_minute_before_it_expires():
+    clock = [1000.0]
+    issuer = Issuer(clock, ttl=120.0)
+    token = AccessToken(issuer, clock=lambda: clock[0])
+    assert token.get() == "tok-1"
+    clock[0] += 59.0
+    assert token.get() == "tok-1"
+    clock[0] += 2.0  # 59 s left: inside the 60 s margin
+    assert token.get() == "tok-2" and issuer.fetches == 2
+
+
+def test_a_failed_fetch_is_shared_by_the_threads_that_waited_then_retried():
+    clock = [1000.0]
+    issuer = Issuer(clock, delay=0.05)
+    issuer.failure = UpstreamError("OAuth down")
+    token = AccessToken(issuer, clock=lambda: clock[0])
+
+    def attempt():
+        try:
+            return token.get()
+        except UpstreamError as exc:
+            return exc.message
+
+    assert together(20, attempt) == ["OAuth down"] * 20
+    # not one OAuth timeout per waiting thread (a thread the barrier released late may try once more)
+    assert issuer.fetches <= 3
+    issuer.failure = None
+    tried = issuer.fetches
+    assert token.get() == f"tok-{tried + 1}"  # the next request tries again

