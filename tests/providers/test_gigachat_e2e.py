@@ -1,5 +1,5 @@
-"""End to end: the official `openai` SDK -> the proxy under gunicorn -> the real `gigachat` SDK ->
-the fake GigaChat (OAuth + v1 chat) over HTTP."""
+"""End to end: the official `openai` SDK -> the proxy under gunicorn (its GigaChat adapter with the
+OAuth token cache) -> the fake GigaChat (OAuth + v1 chat) over HTTP."""
 
 from __future__ import annotations
 

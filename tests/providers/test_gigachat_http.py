@@ -14,6 +14,7 @@ import pytest
 from app.config import HttpConfig, ModelConfig
 from app.errors import (
     InvalidRequest,
+    ProxyError,
     RateLimited,
     UpstreamAuthError,
     UpstreamBadRequest,
@@ -24,6 +25,7 @@ from app.http import SessionPool
 from app.providers import build_provider
 from app.providers.gigachat import GigaChat
 from tests.fakes.gigachat import FakeGigaChat
+from tests.fakes.server import Behavior
 
 HTTP = HttpConfig(connect_timeout=2.0, read_timeout=5.0, stream_idle_timeout=5.0)
 HI = {"model": "gigachat/GigaChat-2", "messages": [{"role": "user", "content": "Привет"}]}
@@ -103,6 +105,28 @@ def test_scope_is_configurable(make):
         assert corp.oauth_requests[0].body == b"scope=GIGACHAT_API_CORP"
 
 
+def test_the_fake_answers_the_official_sdk():
+    """The fake's fidelity, checked with the official client: OAuth, a plain answer and a stream."""
+    from gigachat import GigaChat as OfficialClient
+
+    with FakeGigaChat() as fake:
+        client = OfficialClient(
+            credentials=fake.authorization_key,
+            base_url=fake.api_url,
+            auth_url=fake.auth_url,
+            scope=fake.scope,
+            model="GigaChat-2",
+            verify_ssl_certs=False,
+            access_token="",
+            user="",
+            password="",
+        )
+        with client:
+            assert client.chat("Привет").choices[0].message.content == fake.reply
+            assert [c.choices[0].delta.content for c in client.stream("Привет")] == [*fake.stream_pieces, ""]
+        assert len(fake.oauth_requests) == 1
+
+
 # --- one token, shared by many threads --------------------------------------------------------
 
 
@@ -122,16 +146,19 @@ def test_one_token_is_fetched_once_for_many_threads(fake, make):
 
 
 def test_token_is_refreshed_before_it_expires(fake, make):
-    fake.token_ttl = 61.0  # the SDK refreshes 60 s before expiry: usable for ~1 s
+    """The expiry comes from the OAuth answer: a token with less than the 60 s margin left is replaced
+    at once (the margin itself is tested with an injected clock in test_gigachat.py)."""
     provider = make()
     provider.complete(HI)
     provider.complete(HI)
     assert len(fake.oauth_requests) == 1
-    time.sleep(1.2)
+    fake.token_ttl = 30.0
+    provider.token.reject(fake.issued_tokens[0])
     provider.complete(HI)
-    assert len(fake.oauth_requests) == 2
-    first, second = fake.issued_tokens
-    assert [bearer(r) for r in fake.chat_requests] == [f"Bearer {first}"] * 2 + [f"Bearer {second}"]
+    provider.complete(HI)
+    assert len(fake.oauth_requests) == 3
+    first, second, third = fake.issued_tokens
+    assert [bearer(r) for r in fake.chat_requests] == [f"Bearer {t}" for t in (first, first, second, third)]
 
 
 def test_a_rejected_token_is_refreshed_once_and_the_call_retried(fake, make):
@@ -211,7 +238,6 @@ def test_stream_arrives_incrementally_and_ends_with_usage(fake, make):
     assert got[-1][1]["choices"] == [] and got[-1][1]["usage"]["total_tokens"] == 20
     # each piece reached us before the fake had written the next one
     assert got[0][0] < req.sent_at[1] and got[1][0] < req.sent_at[2]
-    assert got[1][0] - got[0][0] > 0.2
     assert stream.headers["x-request-id"]
 
 
@@ -409,30 +435,27 @@ def test_rate_limit_carries_retry_after(fake, make):
 
 
 def test_read_timeout_applies_to_plain_calls(fake, make):
-    provider = make(http=HttpConfig(connect_timeout=2.0, read_timeout=0.3, stream_idle_timeout=5.0))
+    provider = make(http=HttpConfig(connect_timeout=2.0, read_timeout=0.3, stream_idle_timeout=30.0))
     provider.complete(HI)  # token fetched
-    fake.push("chat", fake.answer(fake.completion("late"), delay=1.0))
+    fake.push("chat", fake.answer(fake.completion("late"), delay=20.0))
     started = time.monotonic()
     with pytest.raises(UpstreamTimeout):
         provider.complete(HI)
-    assert time.monotonic() - started < 0.9
+    assert time.monotonic() - started < 10  # the read timeout, not the answer's 20 s delay
 
 
 def test_streams_use_the_idle_timeout_not_the_read_timeout(fake, make):
-    provider = make(http=HttpConfig(connect_timeout=2.0, read_timeout=0.3, stream_idle_timeout=1.0))
-    provider.complete(HI)
-    fake.push("chat", fake.sse(fake.stream_events(["a", "b", "c"]), chunk_delay=0.5))
-    assert [c["choices"][0]["delta"].get("content") for c in provider.stream(HI) if c["choices"]][:3] == [
-        "a",
-        "b",
-        "c",
-    ]
-    fake.push("chat", fake.sse(fake.stream_events(["a", "b"]), stall_after=1, stall_for=5))
-    stream = provider.stream(HI)
+    patient = make(http=HttpConfig(connect_timeout=2.0, read_timeout=0.2, stream_idle_timeout=5.0))
+    fake.push("chat", fake.sse(fake.stream_events(["a", "b"]), chunk_delay=0.4))
+    texts = [c["choices"][0]["delta"].get("content") for c in patient.stream(HI) if c["choices"]]
+    assert texts[:2] == ["a", "b"]
+    hasty = make(http=HttpConfig(connect_timeout=2.0, read_timeout=30.0, stream_idle_timeout=0.5))
+    fake.push("chat", fake.sse(fake.stream_events(["a", "b"]), stall_after=1, stall_for=20))
+    stream = hasty.stream(HI)
     started = time.monotonic()
     with pytest.raises(UpstreamTimeout):
         list(stream)
-    assert time.monotonic() - started < 2.5
+    assert time.monotonic() - started < 10  # the idle timeout, not the 20 s stall
 
 
 def test_connection_refused_is_an_upstream_error(fake):
@@ -461,3 +484,157 @@ def test_untranslatable_requests_fail_before_any_call(fake, make):
 
 def test_model_config_repr_hides_the_token(fake):
     assert "secret" not in repr(fake.model_config()) and "secret" not in repr(ModelConfig)
+
+
+# --- nothing leaks: credentials and access tokens echoed by the upstream ---------------------------
+
+
+def leaks(fake: FakeGigaChat, texts: list[str]) -> list[str]:
+    """The secrets found in `texts`: the configured pair, the authorization key, any issued token."""
+    secrets = ["cid:secret", "secret", fake.authorization_key, *fake.issued_tokens]
+    return [s for s in secrets for text in texts if s in text]
+
+
+def error_texts(exc: BaseException) -> list[str]:
+    assert isinstance(exc, ProxyError)  # typed, never a raw exception
+    return [str(exc), exc.message, repr(exc), str(exc.to_dict())]
+
+
+@pytest.mark.parametrize("status", [400, 404, 422, 429, 500, 503])
+def test_echoed_tokens_are_redacted_from_plain_errors_and_logs(fake, make, caplog, status):
+    caplog.set_level(logging.DEBUG)
+    provider = make()
+    fake.push("chat", fake.echoing_error(status))
+    with pytest.raises(ProxyError) as info:
+        provider.complete(HI)
+    assert fake.issued_tokens  # the upstream did echo a real token...
+    assert leaks(fake, [*error_texts(info.value), caplog.text]) == []
+    assert "[redacted]" in info.value.message  # ...and what it said is still there, minus the secret
+
+
+def test_echoed_tokens_are_redacted_from_401_warnings(fake, make, caplog):
+    caplog.set_level(logging.DEBUG)
+    provider = make()
+    fake.push("chat", fake.echoing_error(401), fake.echoing_error(401))  # the call and its retry
+    with pytest.raises(UpstreamAuthError) as info:
+        provider.complete(HI)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings and all("[redacted]" in r.getMessage() for r in warnings)
+    assert leaks(fake, [*error_texts(info.value), caplog.text]) == []
+
+
+def test_echoed_tokens_are_redacted_from_stream_errors(fake, make, caplog):
+    caplog.set_level(logging.DEBUG)
+    provider = make()
+    fake.push("chat", fake.echoing_error(500))  # refused when opening
+    with pytest.raises(UpstreamError) as opening:
+        provider.stream(HI)
+    fake.push("chat", fake.echoing_stream_failure())  # an error event after the first chunk
+    stream = provider.stream(HI)
+    with pytest.raises(UpstreamError) as midway:
+        list(stream)
+    assert "session of [redacted] lost" in midway.value.message
+    assert leaks(fake, [*error_texts(opening.value), *error_texts(midway.value), caplog.text]) == []
+
+
+@pytest.mark.parametrize(
+    "status,error", [(400, UpstreamAuthError), (401, UpstreamAuthError), (500, UpstreamError)]
+)
+def test_echoed_credentials_are_redacted_from_oauth_errors(fake, make, caplog, status, error):
+    caplog.set_level(logging.DEBUG)
+    provider = make()
+    fake.push("oauth", fake.echoing_error(status))
+    with pytest.raises(error) as info:
+        provider.complete(HI)
+    assert leaks(fake, [*error_texts(info.value), caplog.text]) == []
+    assert "[redacted]" in caplog.text or "[redacted]" in info.value.message
+    assert fake.chat_requests == []
+
+
+# --- malformed answers over the wire: a typed, retryable 502 naming the model ----------------------
+
+BIG = b'{"pad": "' + b"x" * (10 * 1024 * 1024) + b'"}'
+BAD_BODIES = {
+    "json list": b"[1, 2]",
+    "json scalar": b"5",
+    "json string": b'"ok"',
+    "json null": b"null",
+    "empty object": b"{}",
+    "choices an object": b'{"choices": {"message": {}}}',
+    "choice a list": b'{"choices": [[1]]}',
+    "message a string": b'{"choices": [{"message": "x", "finish_reason": "stop"}]}',
+    "content a number": b'{"choices": [{"message": {"content": 5}}]}',
+    "arguments a list": b'{"choices": [{"message": {"function_call": {"name": "f", "arguments": [1]}}}]}',
+    "usage a list": b'{"choices": [{"message": {"content": "x"}}], "usage": [1]}',
+    "negative usage": b'{"choices": [{"message": {"content": "x"}}], "usage": {"total_tokens": -100000000}}',
+    "truncated json": b'{"choices": [{"message": {"cont',
+    "invalid utf-8": b'{"choices": [{"message": {"content": "\xff\xfe"}}]}',
+    "html": b"<html><body><h1>502 Bad Gateway</h1></body></html>",
+    "empty body": b"",
+    "10 MB body": BIG,
+}
+
+
+def assert_typed_502(exc: BaseException) -> None:
+    assert type(exc) is UpstreamError, repr(exc)
+    assert exc.status == 502 and exc.retryable
+    assert "gigachat/GigaChat-2" in exc.message and "Traceback" not in exc.message
+
+
+@pytest.mark.parametrize("body", BAD_BODIES.values(), ids=BAD_BODIES.keys())
+def test_malformed_answers_are_typed_502s(fake, make, body):
+    provider = make()
+    fake.push("chat", Behavior(body=body, headers={"Content-Type": "application/json"}))
+    with pytest.raises(ProxyError) as info:
+        provider.complete(HI)
+    assert_typed_502(info.value)
+    assert provider.complete(HI).body["choices"]  # and the provider goes on serving
+
+
+@pytest.mark.parametrize("body", BAD_BODIES.values(), ids=BAD_BODIES.keys())
+def test_malformed_stream_events_are_typed_502s(fake, make, body):
+    provider = make()
+    good = fake.stream_events(["a", "b"])
+    bad = b"data: " + body.replace(b'"message"', b'"delta"') + b"\n\n"  # a stream's choices hold deltas
+    fake.push("chat", fake.sse([good[0], bad, *good[1:]]))
+    stream = provider.stream(HI)
+    with pytest.raises(ProxyError) as info:
+        list(stream)
+    assert_typed_502(info.value)
+
+
+def test_a_stream_answered_with_html_is_a_typed_502(fake, make):
+    fake.push("chat", Behavior(body=BAD_BODIES["html"], headers={"Content-Type": "text/html"}))
+    stream = make().stream(HI)
+    with pytest.raises(ProxyError) as info:
+        list(stream)
+    assert_typed_502(info.value)
+
+
+@pytest.mark.parametrize("body", [b"[]", b"{}", b'{"access_token": 5, "expires_at": 1}', b"<html>", b""])
+def test_malformed_oauth_answers_are_typed_502s(fake, make, body):
+    fake.push("oauth", Behavior(body=body, headers={"Content-Type": "application/json"}))
+    with pytest.raises(ProxyError) as info:
+        make().complete(HI)
+    assert_typed_502(info.value)
+    assert fake.chat_requests == []
+
+
+def test_oauth_rate_limit_is_retryable(fake, make):
+    fake.push("oauth", fake.error(429, "Too Many Requests", headers={"Retry-After": "4"}))
+    with pytest.raises(RateLimited) as info:
+        make().complete(HI)
+    assert info.value.retry_after == 4.0
+
+
+# --- TLS --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("verify", [False, "/etc/ssl/certs/ca.pem"])
+def test_verify_ssl_certs_picks_the_session(fake, verify):
+    sessions = SessionPool(HTTP)
+    provider = GigaChat(fake.model_config(verify_ssl_certs=verify), sessions, HTTP)
+    assert provider.session is sessions.get("gigachat", verify)
+    assert provider.session.verify == verify
+    default = GigaChat(fake.model_config(verify_ssl_certs=True), sessions, HttpConfig(verify=False))
+    assert default.session is sessions.get("gigachat")  # the global `http.verify`
