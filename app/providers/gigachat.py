@@ -12,11 +12,11 @@ SDK's token handling did, thread-safely: one OAuth call however many threads nee
 60 s before expiry, and after a 401 one refresh (only if the rejected token is still the current one,
 so 20 concurrent 401s cause exactly one) and one retry.
 
-Pure translations (no I/O): `build_payload` (OpenAI request -> GigaChat v1 chat), `parse_completion`
-(answer -> chat.completion), `parse_chunks` (SSE events -> OpenAI chunks), `parse_token` (OAuth answer)
-and `error_message`. Any exception while translating an answer or an event becomes a retryable
-UpstreamError naming the model; every error message and log line is redacted of the credentials and
-of the access tokens the provider holds.
+Pure translations (no I/O, the OpenAI side from `shape`): `build_payload` (OpenAI request -> GigaChat
+v1 chat), `parse_completion` (answer -> chat.completion), `parse_chunks` (SSE events -> OpenAI chunks)
+and `parse_token` (OAuth answer). What they cannot translate becomes, at the transport's error
+boundary, a retryable UpstreamError naming the model; every error message and log line is redacted of
+the credentials and of the access tokens the provider holds.
 
 What is translated:
   - messages: system/developer (leading ones merged into the one system message GigaChat allows
@@ -53,13 +53,22 @@ import orjson
 from app.config import HttpConfig, ModelConfig
 from app.errors import InvalidRequest, ProxyError, RateLimited, UpstreamAuthError, UpstreamError
 from app.http import SessionPool, send
-from app.providers.base import (
-    MAX_ERROR_BODY,
-    ChunkStream,
-    Completion,
-    HttpProvider,
-    UpstreamRequest,
+from app.providers.base import MAX_ERROR_BODY, ChunkStream, Completion, HttpProvider, UpstreamRequest
+from app.providers.shape import (
+    TRANSLATION_ERRORS,
+    Answer,
+    ChunkWriter,
+    MalformedAnswer,
+    answer_error,
     error_for_status,
+    expect,
+    incomplete_stream,
+    malformed,
+    max_tokens,
+    openai_error_message,
+    optional_text,
+    tool_call,
+    usage,
 )
 from app.redact import redact
 from app.sse import SSEEvent
@@ -109,13 +118,11 @@ def build_payload(body: dict[str, Any], upstream_model: str, stream: bool) -> di
         value = _number(body, name)
         if value is not None:
             chat[name] = value
-    max_tokens = body.get("max_completion_tokens")
-    if max_tokens is None:
-        max_tokens = body.get("max_tokens")
-    if max_tokens is not None:
-        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+    budget = max_tokens(body)
+    if budget is not None:
+        if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
             raise InvalidRequest("'max_tokens' must be a positive integer", param="max_tokens")
-        chat["max_tokens"] = max_tokens
+        chat["max_tokens"] = budget
     n = body.get("n")
     if isinstance(n, int) and not isinstance(n, bool) and n > 1:
         chat["n"] = n
@@ -332,261 +339,127 @@ def _response_format(value: Any) -> dict[str, Any] | None:
 # --- GigaChat answer -> OpenAI ------------------------------------------------------------------
 
 
-class Malformed(ValueError):
-    """A field of an upstream answer is missing or of the wrong type (names the field)."""
-
-
-def _get(obj: Mapping[str, Any], name: str, kind: type | tuple[type, ...], required: bool = False) -> Any:
-    """`obj[name]` when it is a `kind` (bool is no int); None when absent and not `required`."""
-    value = obj.get(name)
-    if value is None and not required:
-        return None
-    if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _kinds(kind)):
-        raise Malformed(name)
-    return value
-
-
-def _kinds(kind: type | tuple[type, ...]) -> tuple[type, ...]:
-    return kind if isinstance(kind, tuple) else (kind,)
-
-
-def new_id(prefix: str = "chatcmpl-") -> str:
-    return prefix + uuid.uuid4().hex
-
-
 def map_finish_reason(reason: Any, model_name: str) -> str | None:
     if reason is None:
         return None
-    if not isinstance(reason, str):
-        raise Malformed("finish_reason")
-    if reason == "error":
+    if expect(reason, str, "finish_reason") == "error":
         raise UpstreamError(f"Upstream for model {model_name} failed while generating the answer")
     return FINISH_REASONS.get(reason, "stop")
 
 
-def map_usage(usage: Any) -> dict[str, Any] | None:
-    """GigaChat usage -> OpenAI usage; counts must be non-negative integers."""
-    if usage is None:
+def map_usage(counts: Any) -> dict[str, Any] | None:
+    """GigaChat usage (`precached_prompt_tokens` are the cached ones) -> OpenAI usage."""
+    if counts is None:
         return None
-    if not isinstance(usage, dict):
-        raise Malformed("usage")
-    counts = {}
-    for name in ("prompt_tokens", "completion_tokens", "total_tokens", "precached_prompt_tokens"):
-        value = _get(usage, name, int)
-        if value is not None and value < 0:
-            raise Malformed(f"usage.{name}")
-        counts[name] = value
-    prompt, completion = counts["prompt_tokens"] or 0, counts["completion_tokens"] or 0
-    total = counts["total_tokens"]
-    out: dict[str, Any] = {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion if total is None else total,
-    }
-    if counts["precached_prompt_tokens"] is not None:
-        out["prompt_tokens_details"] = {"cached_tokens": counts["precached_prompt_tokens"]}
-    return out
+    expect(counts, dict, "usage")
+    return usage(
+        counts.get("prompt_tokens"),
+        counts.get("completion_tokens"),
+        cached=counts.get("precached_prompt_tokens"),
+        total=counts.get("total_tokens"),
+    )
 
 
-def tool_call(function_call: dict[str, Any], state_id: Any) -> dict[str, Any]:
-    """GigaChat `function_call` (arguments object) -> one OpenAI tool call (arguments string)."""
-    name = _get(function_call, "name", str, required=True)
-    arguments = _get(function_call, "arguments", (dict, str))
-    if not isinstance(arguments, str):
-        arguments = json.dumps(arguments if arguments is not None else {}, ensure_ascii=False)
-    if state_id is not None and not isinstance(state_id, str):
-        raise Malformed("functions_state_id")
-    return {
-        "id": state_id or new_id("call_"),
-        "type": "function",
-        "function": {"name": name, "arguments": arguments},
-    }
-
-
-def _message_fields(message: dict[str, Any], first: bool) -> dict[str, Any]:
-    """The OpenAI fields of a GigaChat message or delta: content, reasoning, one tool call."""
-    out: dict[str, Any] = {}
-    content = _get(message, "content", str)
-    function_call = _get(message, "function_call", dict)
-    if function_call is not None:
-        out["content"] = content or None
-        out["tool_calls"] = [tool_call(function_call, message.get("functions_state_id"))]
-    elif content or first:
-        out["content"] = content or ""
-    reasoning = _get(message, "reasoning_content", str)
-    if reasoning:
-        out["reasoning_content"] = reasoning
-    return out
-
-
-def _created(data: dict[str, Any]) -> int:
-    created = _get(data, "created", (int, float))
-    return int(created) if created else int(time.time())
-
-
-def _upstream_failure(data: dict[str, Any], model_name: str, what: str) -> UpstreamError | None:
-    """GigaChat's error shape (`{"status"|"code": ..., "message": ...}`) inside a 200, if it is one."""
-    message = data.get("message")
-    if "choices" in data or not isinstance(message, str):
+def function_call(message: dict[str, Any]) -> dict[str, Any] | None:
+    """A message's one `function_call` (arguments object) -> an OpenAI tool call whose id is GigaChat's
+    `functions_state_id`, which the next turn echoes back."""
+    call = message.get("function_call")
+    if call is None:
         return None
-    return UpstreamError(f"Upstream {what} for model {model_name} failed: {message[:300]}")
+    expect(call, dict, "function_call")
+    arguments = call.get("arguments")
+    if arguments is not None:
+        expect(arguments, (dict, str), "function_call.arguments")
+    name = expect(call.get("name"), str, "function_call.name")
+    return tool_call(name, arguments, message.get("functions_state_id"))
+
+
+def check_failure(data: dict[str, Any], model_name: str) -> None:
+    """GigaChat's error body (`{"status": ..., "message": ...}`) inside a 200 raises as that error."""
+    if "choices" not in data and "message" in data:
+        raise answer_error({"code": data.get("status"), "message": data["message"]}, model_name)
 
 
 def parse_completion(data: Any, model_name: str) -> dict[str, Any]:
-    """A GigaChat v1 answer -> an OpenAI chat.completion. Raises Malformed on a bad shape."""
-    if not isinstance(data, dict):
-        raise Malformed("answer")
-    failure = _upstream_failure(data, model_name, "answer")
-    if failure is not None:
-        raise failure
-    choices_in = _get(data, "choices", list, required=True)
-    if not choices_in:
-        raise UpstreamError(f"Upstream for model {model_name} sent an answer without choices")
-    choices = []
-    for position, choice in enumerate(choices_in):
-        if not isinstance(choice, dict):
-            raise Malformed("choices[]")
-        message = _get(choice, "message", dict, required=True)
-        index = _get(choice, "index", int)
-        fields = _message_fields(message, first=True)
-        choices.append(
-            {
-                "index": position if index is None else index,
-                "message": {"role": "assistant", **fields},
-                "finish_reason": map_finish_reason(choice.get("finish_reason"), model_name) or "stop",
-                "logprobs": None,
-            }
-        )
-    answer: dict[str, Any] = {
-        "id": new_id(),
-        "object": "chat.completion",
-        "created": _created(data),
-        "model": _get(data, "model", str) or "",
-        "choices": choices,
-    }
-    usage = map_usage(data.get("usage"))
-    if usage is not None:
-        answer["usage"] = usage
-    return answer
-
-
-class StreamTranslator:
-    """GigaChat stream chunks -> OpenAI chunks, for one stream (ids, role on each choice's first
-    delta, completeness). Built-in tools' `function_in_progress` progress texts are not passed on."""
-
-    def __init__(self, model_name: str) -> None:
-        self.model_name = model_name
-        self.id = new_id()
-        self.started: set[int] = set()
-        self.finished: set[int] = set()
-        self.usage: dict[str, Any] | None = None
-        self.created = 0
-        self.model = ""
-
-    def chunk(self, data: Any) -> dict[str, Any] | None:
-        """One upstream chunk -> an OpenAI chunk, or None when nothing in it is for the client."""
-        if not isinstance(data, dict):
-            raise Malformed("event")
-        failure = _upstream_failure(data, self.model_name, "stream")
-        if failure is not None:
-            raise failure
-        self.created = _created(data)
-        self.model = _get(data, "model", str) or self.model
-        usage = map_usage(data.get("usage"))
-        if usage is not None:
-            self.usage = usage
-        choices = []
-        for choice in _get(data, "choices", list, required=True):
-            if not isinstance(choice, dict):
-                raise Malformed("choices[]")
-            index = _get(choice, "index", int) or 0
-            delta = _get(choice, "delta", dict) or {}
-            finish = map_finish_reason(choice.get("finish_reason"), self.model_name)
-            out: dict[str, Any] = {}
-            if _get(delta, "role", str) in (None, "assistant"):
-                out = _message_fields(delta, first=index not in self.started)
-                if index not in self.started:
-                    self.started.add(index)
-                    out = {"role": "assistant", **out}
-                if out.get("content") is None and "tool_calls" in out:
-                    del out["content"]
-                if "tool_calls" in out:
-                    out["tool_calls"] = [{"index": 0, **out["tool_calls"][0]}]
-            if finish is not None:
-                self.finished.add(index)
-            if out or finish is not None:
-                choices.append({"index": index, "delta": out, "finish_reason": finish, "logprobs": None})
-        if not choices:
-            return None
-        return self._chunk(choices)
-
-    def end(self) -> Iterator[dict[str, Any]]:
-        """The usage chunk, once the stream ended; UpstreamError if a choice never finished."""
-        if not self.finished or not self.started <= self.finished:
-            raise UpstreamError(f"Upstream stream for model {self.model_name} ended before it was complete")
-        if self.usage is not None:
-            yield {**self._chunk([]), "usage": self.usage}
-
-    def _chunk(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created or int(time.time()),
-            "model": self.model,
-            "choices": choices,
-        }
+    """A GigaChat v1 answer -> an OpenAI chat.completion (MalformedAnswer on a bad shape)."""
+    check_failure(expect(data, dict, "answer"), model_name)
+    choices = expect(data.get("choices"), list, "choices")
+    if not choices:
+        raise MalformedAnswer("the answer has no choices")
+    answer = Answer(model=model_name, created=optional_count(data.get("created"), "created"))
+    for position, choice in enumerate(choices):
+        expect(choice, dict, "choice")
+        message = expect(choice.get("message"), dict, "message")
+        output = answer.choice(position if choice.get("index") is None else choice["index"])
+        output.add_text(message.get("content"))
+        output.add_reasoning(message.get("reasoning_content"))
+        call = function_call(message)
+        if call is not None:
+            output.add_tool_call(call)
+        output.finish_reason = map_finish_reason(choice.get("finish_reason"), model_name)
+    answer.usage = map_usage(data.get("usage"))
+    return answer.body()
 
 
 def parse_chunks(events: Iterable[SSEEvent], model_name: str) -> Iterator[dict[str, Any]]:
-    """GigaChat's `data:` events -> OpenAI chunks, ending with the usage chunk.
-
-    Reading `events` may raise transport errors, which pass through; anything that goes wrong while
-    translating an event is an UpstreamError naming the model."""
-    translator = StreamTranslator(model_name)
+    """GigaChat's `data:` events -> OpenAI chunks, ending with the usage chunk (sent with the last
+    data event). Built-in tools' `function_in_progress` progress texts are not passed on."""
+    writer = ChunkWriter(model=model_name)
+    counts = None
     for event in events:
         if event.data == b"[DONE]":
             break
-        try:
-            out = translator.chunk(orjson.loads(event.data))
-        except ProxyError:
-            raise
-        except Exception as exc:  # the error boundary: no raw exception leaves a translation
-            raise malformed(model_name, exc, "stream event") from None
-        if out is not None:
-            yield out
-    yield from translator.end()
+        data = expect(orjson.loads(event.data), dict, "event")
+        check_failure(data, model_name)
+        counts = map_usage(data.get("usage")) or counts
+        choices = [
+            _stream_choice(writer, c, model_name) for c in expect(data.get("choices"), list, "choices")
+        ]
+        choices = [c for c in choices if c is not None]
+        if choices:
+            yield writer.chunk(choices)
+    if not writer.complete:
+        raise incomplete_stream(model_name)
+    if counts is not None:
+        yield writer.usage(counts)
 
 
-def malformed(model_name: str, exc: BaseException, what: str = "answer") -> UpstreamError:
-    """The typed error for an answer or event that could not be translated."""
-    where = f" ({exc})" if isinstance(exc, Malformed) else ""
-    return UpstreamError(f"Upstream for model {model_name} sent a malformed {what}{where}")
+def _stream_choice(writer: ChunkWriter, choice: Any, model_name: str) -> dict[str, Any] | None:
+    """One choice of a GigaChat stream chunk -> an OpenAI chunk choice (None: nothing for the client)."""
+    expect(choice, dict, "choice")
+    index = optional_count(choice.get("index"), "choice index") or 0
+    delta = {} if choice.get("delta") is None else expect(choice["delta"], dict, "delta")
+    finish = map_finish_reason(choice.get("finish_reason"), model_name)
+    out: dict[str, Any] = {}
+    if optional_text(delta.get("role"), "role") in ("", "assistant"):
+        call = function_call(delta)
+        content = optional_text(delta.get("content"), "content")
+        if content or (call is None and index not in writer.started):
+            out["content"] = content
+        reasoning = optional_text(delta.get("reasoning_content"), "reasoning_content")
+        if reasoning:
+            out["reasoning_content"] = reasoning
+        if call is not None:
+            out["tool_calls"] = [{"index": 0, **call}]
+    if not out and finish is None:
+        return None
+    return writer.choice(out, finish, index)
+
+
+def optional_count(value: Any, what: str) -> int | None:
+    return None if value is None else expect(value, int, what)
 
 
 def parse_token(data: Any) -> tuple[str, float]:
     """GigaChat's OAuth answer `{"access_token", "expires_at"}` -> (token, expiry as Unix seconds).
 
     `expires_at` is in milliseconds; a value too small for that is read as seconds."""
-    if not isinstance(data, dict):
-        raise Malformed("OAuth answer")
-    token = _get(data, "access_token", str, required=True)
-    expires_at = _get(data, "expires_at", (int, float), required=True)
+    expect(data, dict, "OAuth answer")
+    token = expect(data.get("access_token"), str, "access_token")
+    expires_at = expect(data.get("expires_at"), (int, float), "expires_at")
     if not token:
-        raise Malformed("access_token")
+        raise MalformedAnswer("the OAuth answer has no token")
     return token, expires_at / 1000.0 if expires_at > 1e11 else float(expires_at)
-
-
-def error_message(content: bytes) -> str:
-    """`message` of GigaChat's `{"status"|"code": ..., "message": ...}` error bodies."""
-    if not content:
-        return ""
-    try:
-        data = orjson.loads(content)
-    except orjson.JSONDecodeError:
-        return content[:300].decode("utf-8", "replace").strip()
-    if isinstance(data, dict) and isinstance(data.get("message"), str):
-        return data["message"][:300]
-    return ""
 
 
 # --- OAuth token and transport ------------------------------------------------------------------
@@ -683,15 +556,15 @@ class GigaChat(HttpProvider):
         )
         status, name = response.status_code, self.model.name
         if status >= 400:
-            message = redact(error_message(response.content[:MAX_ERROR_BODY]), self.secrets())
+            message = redact(openai_error_message(response.content[:MAX_ERROR_BODY]), self.secrets())
             if status != 429 and status < 500:
                 log.warning("GigaChat OAuth refused the credentials of %s: HTTP %s %s", name, status, message)
                 raise UpstreamAuthError(f"The proxy's credentials for model {name} were rejected")
             raise error_for_status(status, message, name, response.headers)
         try:
             return parse_token(orjson.loads(response.content))
-        except ValueError as exc:
-            raise malformed(name, exc, "OAuth answer") from None
+        except TRANSLATION_ERRORS:
+            raise malformed(name) from None
 
     # --- HttpProvider hooks ---------------------------------------------------------------------
     def build_request(self, body: dict[str, Any], stream: bool) -> UpstreamRequest:
@@ -711,18 +584,13 @@ class GigaChat(HttpProvider):
         return super()._post(UpstreamRequest(request.url, request.payload, retry), stream=stream)
 
     def parse_response(self, data: Any) -> dict[str, Any]:
-        try:
-            return parse_completion(data, self.model.name)
-        except ProxyError:
-            raise
-        except Exception as exc:  # the error boundary: no raw exception leaves a translation
-            raise malformed(self.model.name, exc) from None
+        return parse_completion(data, self.model.name)
 
     def parse_stream(self, events: Iterable[SSEEvent]) -> Iterator[dict[str, Any]]:
         return parse_chunks(events, self.model.name)
 
     def parse_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> ProxyError:
-        message = redact(error_message(body), self.secrets())
+        message = redact(openai_error_message(body), self.secrets())
         name = self.model.name
         if status in (401, 403):
             log.warning("GigaChat rejected the token of model %s: HTTP %s %s", name, status, message)
@@ -751,20 +619,15 @@ class GigaChat(HttpProvider):
             yield from chunks
         except ProxyError as exc:
             raise self._redacted(exc) from None
-        except Exception as exc:  # e.g. a read that another thread's close() broke off mid-way
-            log.debug("GigaChat stream of model %s broke off: %s", self.model.name, type(exc).__name__)
-            raise UpstreamError(f"Upstream stream for model {self.model.name} broke off") from None
 
 
 __all__ = [
     "AccessToken",
     "GigaChat",
-    "StreamTranslator",
     "authorization_key",
     "build_functions",
     "build_messages",
     "build_payload",
-    "error_message",
     "function_call_for",
     "map_usage",
     "parse_chunks",

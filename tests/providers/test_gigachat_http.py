@@ -344,7 +344,7 @@ def test_tool_call_round_trip(fake, make):
     assert call == {
         "id": STATE_ID,
         "type": "function",
-        "function": {"name": "weather_forecast", "arguments": '{"location": "Москва"}'},
+        "function": {"name": "weather_forecast", "arguments": '{"location":"Москва"}'},
     }
     sent = fake.chat_requests[0].json
     assert sent["function_call"] == "auto"
@@ -397,7 +397,7 @@ def test_streamed_tool_call(fake, make):
                 "index": 0,
                 "id": STATE_ID,
                 "type": "function",
-                "function": {"name": "weather_forecast", "arguments": '{"location": "Москва"}'},
+                "function": {"name": "weather_forecast", "arguments": '{"location":"Москва"}'},
             }
         ]
     ]
@@ -566,7 +566,8 @@ BAD_BODIES = {
     "content a number": b'{"choices": [{"message": {"content": 5}}]}',
     "arguments a list": b'{"choices": [{"message": {"function_call": {"name": "f", "arguments": [1]}}}]}',
     "usage a list": b'{"choices": [{"message": {"content": "x"}}], "usage": [1]}',
-    "negative usage": b'{"choices": [{"message": {"content": "x"}}], "usage": {"total_tokens": -100000000}}',
+    "usage a string count": b'{"choices": [{"message": {"content": "x"}}], "usage": {"total_tokens": "9"}}',
+    "error in a 200": b'{"status": 500, "message": "Internal Server Error"}',
     "truncated json": b'{"choices": [{"message": {"cont',
     "invalid utf-8": b'{"choices": [{"message": {"content": "\xff\xfe"}}]}',
     "html": b"<html><body><h1>502 Bad Gateway</h1></body></html>",
