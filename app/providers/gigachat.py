@@ -47,6 +47,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 
@@ -483,34 +484,44 @@ class AccessToken:
         self._clock = clock
         self._refresh_ahead = refresh_ahead
         self._lock = threading.Lock()
-        self._token: str | None = None
-        self._expires_at = 0.0
+        self._current: tuple[str, float] | None = None  # (token, expiry), swapped whole
         self._attempts = 0  # fetches tried so far
         self._failure: ProxyError | None = None  # how the last one failed, if it did
         self.recent: tuple[str, ...] = ()  # the current and the previous token, for redaction
 
+    def _usable(self) -> str | None:
+        current = self._current
+        if current is not None and current[1] - self._refresh_ahead > self._clock():
+            return current[0]
+        return None
+
     def get(self) -> str:
         attempts = self._attempts
+        token = self._usable()  # the common case takes no lock
+        if token is not None:
+            return token
         with self._lock:
-            if self._token is not None and self._expires_at - self._refresh_ahead > self._clock():
-                return self._token
+            token = self._usable()
+            if token is not None:
+                return token
             if self._failure is not None and self._attempts != attempts:
                 raise copy.copy(self._failure) from None  # failed while this thread waited
             self._attempts += 1
             try:
-                self._token, self._expires_at = self._fetch()
+                self._current = self._fetch()
             except ProxyError as exc:
-                self._token, self._failure = None, exc
+                self._failure = exc
                 raise
             self._failure = None
-            self.recent = (self._token, *self.recent[:1])
-            return self._token
+            token = self._current[0]
+            self.recent = (token, *self.recent[:1])
+            return token
 
     def reject(self, token: str) -> None:
         """The upstream refused `token`: the next `get` fetches a new one, unless one already did."""
         with self._lock:
-            if self._token == token:
-                self._token = None
+            if self._current is not None and self._current[0] == token:
+                self._current = None
 
 
 class GigaChat(HttpProvider):
@@ -543,7 +554,7 @@ class GigaChat(HttpProvider):
         response = send(
             self.session,
             self.auth_url,
-            data=f"scope={self.scope}".encode(),
+            data=urlencode({"scope": self.scope}).encode(),
             headers={
                 "Authorization": f"Basic {self._key}",
                 "RqUID": str(uuid.uuid4()),

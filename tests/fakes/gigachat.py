@@ -189,9 +189,10 @@ class FakeGigaChat(FakeServer):
         )
 
     @staticmethod
-    def error(status: int, message: str, headers: dict[str, str] | None = None) -> Behavior:
+    def error(status: int, message: str, headers: dict[str, str] | None = None, **kw: Any) -> Behavior:
         """An API error body: {"status": ..., "message": ...}."""
-        return FakeGigaChat.answer({"status": status, "message": message}, status=status, headers=headers)
+        body = {"status": status, "message": message}
+        return FakeGigaChat.answer(body, status=status, headers=headers, **kw)
 
     @classmethod
     def echoing_error(cls, status: int) -> Callable[[Recorded], Behavior]:

@@ -173,19 +173,30 @@ def test_a_rejected_token_is_refreshed_once_and_the_call_retried(fake, make):
 
 
 def test_many_threads_hitting_a_401_together_cause_one_refresh(fake, make):
-    """The SDK's own 401 reset is unconditional: 20 threads would fetch ~10 tokens; ours fetch one."""
+    """20 requests in flight with the same token all get a (slow) 401: one new token, 20 retries.
+    (The SDK's own reset is unconditional: there each late 401 would wipe the fresh token again.)"""
     provider = make()
     provider.complete(HI)
-    fake.revoke()
+    (first,) = fake.issued_tokens
+
+    def slow_reject(req):
+        if bearer(req) == f"Bearer {first}":
+            return fake.error(401, "Token has expired", delay=0.3)
+        return fake.answer(fake.completion(fake.reply))
+
+    fake.push("chat", *[slow_reject] * 40)
     start = threading.Barrier(20)
 
     def call(_):
         start.wait()
-        return provider.complete(HI)
+        return provider.complete(HI).body["choices"][0]["message"]["content"]
 
     with ThreadPoolExecutor(20) as pool:
-        list(pool.map(call, range(20)))
+        assert list(pool.map(call, range(20))) == [fake.reply] * 20
     assert len(fake.oauth_requests) == 2
+    second = fake.issued_tokens[1]
+    sent = [bearer(r) for r in fake.chat_requests]
+    assert sent.count(f"Bearer {first}") == 21 and sent.count(f"Bearer {second}") == 20
 
 
 def test_a_401_after_the_retry_is_an_auth_error(fake, make):
