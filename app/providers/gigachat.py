@@ -340,6 +340,11 @@ def _response_format(value: Any) -> dict[str, Any] | None:
 # --- GigaChat answer -> OpenAI ------------------------------------------------------------------
 
 
+def optional_count(value: Any, what: str) -> int | None:
+    """An optional integer field (an index, a timestamp): None when absent."""
+    return None if value is None else expect(value, int, what)
+
+
 def map_finish_reason(reason: Any, model_name: str) -> str | None:
     if reason is None:
         return None
@@ -445,10 +450,6 @@ def _stream_choice(writer: ChunkWriter, choice: Any, model_name: str) -> dict[st
     if not out and finish is None:
         return None
     return writer.choice(out, finish, index)
-
-
-def optional_count(value: Any, what: str) -> int | None:
-    return None if value is None else expect(value, int, what)
 
 
 def parse_token(data: Any) -> tuple[str, float]:
