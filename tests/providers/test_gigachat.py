@@ -758,3 +758,57 @@ def test_a_failed_fetch_is_shared_by_the_threads_that_waited_then_retried():
     issuer.failure = None
     tried = issuer.fetches
     assert token.get() == f"tok-{tried + 1}"  # the next request tries again
+
+
+# --- any client input: a GigaChat request or a 400, never a raw exception -----------------------
+
+ODD_VALUES = [None, True, 0, -1, 1.5, "x", "", [], [1], ["x"], [{}], {}, {"a": 1}, {"function": "f"}]
+ROUND_TRIP = [
+    {"role": "system", "content": "s"},
+    {"role": "user", "content": [{"type": "text", "text": "q"}]},
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"id": STATE_ID, "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+    },
+    {"role": "tool", "tool_call_id": STATE_ID, "content": "{}"},
+]
+REQUEST = {"messages": ROUND_TRIP, "tools": [WEATHER], "tool_choice": "auto", "temperature": 0.5}
+# every place the request translation reads, as a path into REQUEST
+READ_PATHS = [
+    ("messages",),
+    *[
+        (key,)
+        for key in ("temperature", "top_p", "repetition_penalty", "max_tokens", "max_completion_tokens")
+    ],
+    *[(key,) for key in ("n", "reasoning_effort", "response_format", "tools", "tool_choice")],
+    *[(key,) for key in ("functions", "function_call", "stop")],
+    ("messages", 0),
+    ("messages", 0, "role"),
+    ("messages", 1, "content"),
+    ("messages", 1, "content", 0),
+    ("messages", 1, "content", 0, "text"),
+    ("messages", 2, "tool_calls"),
+    ("messages", 2, "tool_calls", 0),
+    ("messages", 2, "tool_calls", 0, "id"),
+    ("messages", 2, "tool_calls", 0, "function"),
+    ("messages", 2, "tool_calls", 0, "function", "name"),
+    ("messages", 2, "tool_calls", 0, "function", "arguments"),
+    ("messages", 3, "tool_call_id"),
+    ("messages", 3, "content"),
+    ("tools", 0),
+    ("tools", 0, "function"),
+    ("tools", 0, "function", "name"),
+    ("tools", 0, "function", "parameters"),
+]
+
+
+@pytest.mark.parametrize("path", READ_PATHS, ids=lambda p: ".".join(map(str, p)))
+def test_any_value_anywhere_is_a_payload_or_a_400(path):
+    for value in ODD_VALUES:
+        body = mutated(REQUEST, path, value)
+        try:
+            payload = build_payload(body, "G", stream=True)
+        except InvalidRequest:
+            continue
+        json.dumps(payload)  # and what is sent is JSON
