@@ -232,7 +232,7 @@ def test_a_wrong_scope_is_an_auth_error(fake, make):
 
 
 def test_stream_arrives_incrementally_and_ends_with_usage(fake, make):
-    fake.chunk_delay = 0.3
+    fake.chunk_delay = 0.15
     provider = make()
     stream = provider.stream({**HI, "stream": True})
     got = []
