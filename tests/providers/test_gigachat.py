@@ -12,6 +12,7 @@ import pytest
 
 from app.errors import (
     InvalidRequest,
+    ProxyError,
     UpstreamError,
 )
 from app.providers.gigachat import (
@@ -812,3 +813,82 @@ def test_any_value_anywhere_is_a_payload_or_a_400(path):
         except InvalidRequest:
             continue
         json.dumps(payload)  # and what is sent is JSON
+
+
+# --- every field of the recorded shapes replaced by every other JSON type ------------------------
+
+WRONG = (None, 5, True, "text", [1], {"k": "v"})
+
+
+def json_paths(value, prefix=()):
+    """Every key and index path inside a JSON value."""
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, child in items:
+        yield (*prefix, key)
+        yield from json_paths(child, (*prefix, key))
+
+
+def every_mutation(value):
+    for path in json_paths(value):
+        original = value
+        for key in path:
+            original = original[key]
+        for wrong in WRONG:
+            if type(wrong) is not type(original):
+                yield mutated(value, path, wrong)
+
+
+def assert_openai_shape(body: dict, streamed: bool) -> None:
+    """What a client may rely on, checked independently of the adapter's code."""
+    assert isinstance(body["id"], str) and isinstance(body["created"], int) and body["model"] == "m"
+    for choice in body["choices"]:
+        assert isinstance(choice["index"], int) and not isinstance(choice["index"], bool)
+        assert choice["finish_reason"] is None or isinstance(choice["finish_reason"], str)
+        message = choice["delta" if streamed else "message"]
+        for field in ("role", "content", "reasoning_content"):
+            assert message.get(field) is None or isinstance(message[field], str)
+        for call in message.get("tool_calls") or ():
+            assert isinstance(call["id"], str) and isinstance(call["function"]["name"], str)
+            assert isinstance(call["function"]["arguments"], str)
+    for count in (body.get("usage") or {}).values():
+        assert isinstance(count, dict) or (isinstance(count, int) and count >= 0)
+
+
+def outcome(translate) -> str:
+    """ "ok" for an answer a client can rely on; "error" for what the boundary makes a typed 502."""
+    try:
+        translate()
+    except (*TRANSLATION_ERRORS, ProxyError):
+        return "error"
+    return "ok"
+
+
+@pytest.mark.parametrize("answer", [ANSWER, FUNCTION_ANSWER], ids=["text", "function_call"])
+def test_every_wrong_type_in_an_answer_is_typed(answer):
+    outcomes = []
+    for bad in every_mutation(answer):
+        outcomes.append(outcome(lambda bad=bad: assert_openai_shape(parse_completion(bad, "m"), False)))
+    assert "error" in outcomes and "ok" in outcomes  # both kinds occur: the table is not vacuous
+
+
+FUNCTION_STREAM = [
+    {
+        "choices": [
+            {"delta": FUNCTION_ANSWER["choices"][0]["message"], "index": 0, "finish_reason": "function_call"}
+        ],
+        "created": 1706016586,
+        "model": "GigaChat-2:2.0.28.2",
+        "object": "chat.completion",
+        "usage": FUNCTION_ANSWER["usage"],
+    }
+]
+
+
+@pytest.mark.parametrize("events", [STREAM, FUNCTION_STREAM], ids=["text", "function_call"])
+def test_every_wrong_type_in_a_stream_event_is_typed(events):
+    def chunks(bad):
+        for chunk in translate_stream(bad, "m"):
+            assert_openai_shape(chunk, True)
+
+    outcomes = [outcome(lambda bad=bad: chunks(bad)) for bad in every_mutation(events)]
+    assert "error" in outcomes and "ok" in outcomes
