@@ -472,8 +472,9 @@ class AccessToken:
     `refresh_ahead` seconds before it expires, and dropped after a 401 only if it is still the one
     the rejected request sent (so a burst of 401s causes one new token, not one per request).
 
-    Threads that waited while a fetch failed get that failure instead of trying again one after the
-    other: an OAuth outage costs a burst one timeout, not one per thread."""
+    When a fetch fails, a token that has not expired yet goes on serving; otherwise the threads that
+    waited meanwhile get that failure instead of trying again one after the other (an OAuth outage
+    costs a burst one timeout, not one per thread)."""
 
     def __init__(
         self,
@@ -490,9 +491,11 @@ class AccessToken:
         self._failure: ProxyError | None = None  # how the last one failed, if it did
         self.recent: tuple[str, ...] = ()  # the current and the previous token, for redaction
 
-    def _usable(self) -> str | None:
+    def _usable(self, ahead: float | None = None) -> str | None:
+        """The current token if it is good for `ahead` more seconds (default: the refresh margin)."""
         current = self._current
-        if current is not None and current[1] - self._refresh_ahead > self._clock():
+        margin = self._refresh_ahead if ahead is None else ahead
+        if current is not None and current[1] - margin > self._clock():
             return current[0]
         return None
 
@@ -505,14 +508,20 @@ class AccessToken:
             token = self._usable()
             if token is not None:
                 return token
-            if self._failure is not None and self._attempts != attempts:
-                raise copy.copy(self._failure) from None  # failed while this thread waited
+            if self._failure is not None and self._attempts != attempts:  # failed while we waited
+                token = self._usable(ahead=0.0)
+                if token is None:
+                    raise copy.copy(self._failure) from None
+                return token
             self._attempts += 1
             try:
                 self._current = self._fetch()
             except ProxyError as exc:
                 self._failure = exc
-                raise
+                token = self._usable(ahead=0.0)  # not expired yet: it still serves
+                if token is None:
+                    raise
+                return token
             self._failure = None
             token = self._current[0]
             self.recent = (token, *self.recent[:1])

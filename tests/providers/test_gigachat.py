@@ -892,3 +892,18 @@ def test_every_wrong_type_in_a_stream_event_is_typed(events):
 
     outcomes = [outcome(lambda bad=bad: chunks(bad)) for bad in every_mutation(events)]
     assert "error" in outcomes and "ok" in outcomes
+
+
+def test_a_token_inside_its_margin_still_serves_when_the_refresh_fails():
+    clock = [1000.0]
+    issuer = Issuer(clock, ttl=120.0)
+    token = AccessToken(issuer, clock=lambda: clock[0])
+    assert token.get() == "tok-1"
+    clock[0] += 90.0  # 30 s left: time to refresh, but OAuth is down
+    issuer.failure = UpstreamError("OAuth down")
+    assert token.get() == "tok-1"
+    clock[0] += 31.0  # expired: now the failure shows
+    with pytest.raises(UpstreamError, match="OAuth down"):
+        token.get()
+    issuer.failure = None
+    assert token.get() == f"tok-{issuer.fetches}"
