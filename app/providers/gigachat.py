@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import json
 import logging
 import re
 import threading
@@ -271,8 +270,8 @@ def _arguments(value: Any, index: int) -> dict[str, Any]:
     if isinstance(value, dict):
         return value
     try:
-        parsed = json.loads(value) if isinstance(value, str) else None
-    except ValueError:
+        parsed = orjson.loads(value) if isinstance(value, str) else None
+    except orjson.JSONDecodeError:  # also for nesting too deep to parse
         parsed = None
     if not isinstance(parsed, dict):
         raise InvalidRequest(
@@ -284,12 +283,12 @@ def _arguments(value: Any, index: int) -> dict[str, Any]:
 def _function_result(text: str) -> str:
     """GigaChat wants a function result as a serialised JSON object: wrap anything else."""
     try:
-        parsed = json.loads(text)
-    except ValueError:
-        return json.dumps({"result": text}, ensure_ascii=False)
+        parsed = orjson.loads(text)
+    except orjson.JSONDecodeError:  # not JSON (or nested too deep to parse): a text result
+        parsed = text
     if isinstance(parsed, dict):
         return text
-    return json.dumps({"result": parsed}, ensure_ascii=False)
+    return orjson.dumps({"result": parsed}).decode()
 
 
 def _text(content: Any, index: int) -> str:

@@ -763,7 +763,8 @@ def test_a_failed_fetch_is_shared_by_the_threads_that_waited_then_retried():
 
 # --- any client input: a GigaChat request or a 400, never a raw exception -----------------------
 
-ODD_VALUES = [None, True, 0, -1, 1.5, "x", "", [], [1], ["x"], [{}], {}, {"a": 1}, {"function": "f"}]
+DEEP = "[" * 100_000  # JSON nested too deep to parse, inside a string (tool arguments or results)
+ODD_VALUES = [None, True, 0, -1, 1.5, "x", "", [], [1], ["x"], [{}], {}, {"a": 1}, {"function": "f"}, DEEP]
 ROUND_TRIP = [
     {"role": "system", "content": "s"},
     {"role": "user", "content": [{"type": "text", "text": "q"}]},
