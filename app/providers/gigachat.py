@@ -52,7 +52,7 @@ import orjson
 
 from app.config import HttpConfig, ModelConfig
 from app.errors import InvalidRequest, ProxyError, RateLimited, UpstreamAuthError, UpstreamError
-from app.http import SessionPool, send
+from app.http import SessionPool
 from app.providers.base import MAX_ERROR_BODY, ChunkStream, Completion, HttpProvider, UpstreamRequest
 from app.providers.shape import (
     TRANSLATION_ERRORS,
@@ -560,20 +560,14 @@ class GigaChat(HttpProvider):
     # --- OAuth ----------------------------------------------------------------------------------
     def fetch_token(self) -> tuple[str, float]:
         """A new access token from the OAuth endpoint: (token, expiry as Unix seconds)."""
-        response = send(
-            self.session,
-            self.auth_url,
-            data=urlencode({"scope": self.scope}).encode(),
-            headers={
-                "Authorization": f"Basic {self._key}",
-                "RqUID": str(uuid.uuid4()),
-                "Content-Type": "application/x-www-form-urlencoded",
-                "Accept": "application/json",
-            },
-            timeout=self._timeout,
-            stream=False,
-            model_name=self.model.name,
-        )
+        form = urlencode({"scope": self.scope}).encode()
+        headers = {
+            "Authorization": f"Basic {self._key}",
+            "RqUID": str(uuid.uuid4()),
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Accept": "application/json",
+        }
+        response = super()._post(UpstreamRequest(self.auth_url, form, headers), stream=False)
         status, name = response.status_code, self.model.name
         if status >= 400:
             message = redact(openai_error_message(response.content[:MAX_ERROR_BODY]), self.secrets())
