@@ -544,13 +544,15 @@ class GigaChat(HttpProvider):
         self.auth_url = model.auth_url or AUTH_URL
         self.scope = model.scope or DEFAULT_SCOPE
         self._key = authorization_key(model.token)
+        keys = model.keys or (model.token,)  # every key of a pool is a credential to hide
+        self._credentials = tuple({form for key in keys for form in (key, authorization_key(key))})
         self.token = AccessToken(self.fetch_token)
         self._headers = {"Content-Type": "application/json", "Accept": "application/json", **model.headers}
         self._stream_headers = {**self._headers, "Accept": "text/event-stream", "Cache-Control": "no-store"}
 
     def secrets(self) -> tuple[str, ...]:
         """What must never appear in an error or a log line: credentials and recent access tokens."""
-        return (self.model.token, self._key, *self.token.recent)
+        return (*self._credentials, *self.token.recent)
 
     def _redacted(self, exc: ProxyError) -> ProxyError:
         exc.message = redact(exc.message, self.secrets())

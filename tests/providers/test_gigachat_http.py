@@ -650,3 +650,13 @@ def test_verify_ssl_certs_picks_the_session(fake, verify):
     assert provider.session.verify == verify
     default = GigaChat(fake.model_config(verify_ssl_certs=True), sessions, HttpConfig(verify=False))
     assert default.session is sessions.get("gigachat")  # the global `http.verify`
+
+
+def test_every_key_of_a_pool_is_redacted(fake, make):
+    other = "cid2:other-secret"
+    provider = make(keys=(fake.model_config().token, other))
+    encoded = base64.b64encode(other.encode()).decode()
+    fake.push("chat", fake.error(400, f"not {other} nor {encoded}"))
+    with pytest.raises(UpstreamBadRequest) as info:
+        provider.complete(HI)
+    assert info.value.message == "not [redacted] nor [redacted]"
