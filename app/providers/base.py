@@ -137,8 +137,8 @@ class HttpProvider(Provider):
             raise self.parse_error(response.status_code, content[:MAX_ERROR_BODY], response.headers)
         try:
             return Completion(self.parse_response(orjson.loads(content)), response.headers)
-        except TRANSLATION_ERRORS:  # the error boundary: never a 500, never the body
-            raise malformed(self.model.name) from None
+        except TRANSLATION_ERRORS as exc:  # the error boundary: never a 500, never the body
+            raise malformed(self.model.name, cause=exc) from None
 
     def stream(self, body: dict[str, Any]) -> ChunkStream:
         response = self._post(self.build_request(body, stream=True), stream=True)
@@ -173,8 +173,8 @@ class HttpProvider(Provider):
             raise UpstreamTimeout(f"Upstream stream for model {name} stalled") from None
         except (urllib3.exceptions.HTTPError, requests.RequestException, OSError):
             raise UpstreamError(f"Upstream stream for model {name} broke off") from None
-        except TRANSLATION_ERRORS:  # the error boundary: never a 500, never the event
-            raise malformed(name, stream=True) from None
+        except TRANSLATION_ERRORS as exc:  # the error boundary: never a 500, never the event
+            raise malformed(name, stream=True, cause=exc) from None
         release(response)
 
 

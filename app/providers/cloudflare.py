@@ -62,7 +62,7 @@ def build_payload(body: dict[str, Any], stream: bool) -> dict[str, Any]:
                 for c in message["tool_calls"]
             ]
             for call in message["tool_calls"]:
-                tool_names[call.get("id")] = (call.get("function") or {}).get("name")
+                tool_names[call.get("id")] = call["function"]["name"]
         elif role == "tool":
             out["tool_call_id"] = message.get("tool_call_id")
             if tool_names.get(message.get("tool_call_id")):

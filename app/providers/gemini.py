@@ -26,6 +26,7 @@ from app.providers.shape import (
     error_for_status,
     expect,
     incomplete_stream,
+    json_format,
     max_tokens,
     openai_error_message,
     optional_text,
@@ -98,8 +99,6 @@ def to_gemini_request(
     call_names: dict[str, str] = {}  # tool_call id -> function name, for the tool results
     for i, message in enumerate(body.get("messages") or ()):
         where = f"messages[{i}]"
-        if not isinstance(message, dict):
-            raise InvalidRequest("Each message must be an object", param=where)
         role = message.get("role")
         if role in ("system", "developer"):
             system.extend(_text_parts(message.get("content"), where))
@@ -139,11 +138,9 @@ def _text_parts(content: Any, where: str) -> list[dict[str, Any]]:
         return []
     if isinstance(content, str):
         return [{"text": content}]
-    if not isinstance(content, list):
-        raise InvalidRequest("Message content must be a string or a list of parts", param=f"{where}.content")
     parts = []
     for j, part in enumerate(content):
-        if not isinstance(part, dict) or part.get("type") != "text":
+        if part["type"] != "text":
             raise InvalidRequest("Only text parts are accepted here", param=f"{where}.content[{j}]")
         if part.get("text"):
             parts.append({"text": part["text"]})
@@ -156,7 +153,7 @@ def _user_parts(content: Any, where: str) -> list[dict[str, Any]]:
     parts = []
     for j, part in enumerate(content):
         param = f"{where}.content[{j}]"
-        kind = part.get("type") if isinstance(part, dict) else None
+        kind = part["type"]
         if kind == "text":
             if part.get("text"):
                 parts.append({"text": part["text"]})
@@ -201,8 +198,8 @@ def _model_parts(
         tool_calls.append({"function": message["function_call"]})
     for k, call in enumerate(tool_calls):
         param = f"{where}.tool_calls[{k}]"
-        function = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(function, dict) or not function.get("name"):
+        function = call["function"]
+        if not function["name"]:
             raise InvalidRequest("A tool call needs a function name", param=param)
         call_names[call.get("id") or ""] = function["name"]
         part: dict[str, Any] = {
@@ -224,7 +221,7 @@ def _arguments(raw: Any, param: str) -> dict[str, Any]:
         return {}
     try:
         args = orjson.loads(raw)
-    except (orjson.JSONDecodeError, TypeError):
+    except orjson.JSONDecodeError:
         args = None
     if not isinstance(args, dict):
         raise InvalidRequest("Tool call arguments must be a JSON object", param=f"{param}.function.arguments")
@@ -242,7 +239,7 @@ def _function_response(message: Mapping[str, Any], where: str, call_names: dict[
         )
     content = message.get("content")
     if isinstance(content, list):
-        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        content = "".join(p["text"] for p in content if p["type"] == "text")
     try:
         value = orjson.loads(content) if isinstance(content, str) else content
     except orjson.JSONDecodeError:
@@ -256,18 +253,14 @@ def _function_response(message: Mapping[str, Any], where: str, call_names: dict[
 
 
 def _declaration(tool: Any, i: int) -> dict[str, Any]:
-    function = (
-        tool.get("function")
-        if isinstance(tool, dict) and tool.get("type", "function") == "function"
-        else None
-    )
-    if not isinstance(function, dict) or not function.get("name"):
+    function = tool["function"] if tool.get("type", "function") == "function" else None
+    if function is None or not function["name"]:
         raise InvalidRequest("Gemini models take only function tools with a name", param=f"tools[{i}]")
     declaration = {"name": function["name"]}
     if function.get("description"):
         declaration["description"] = function["description"]
     parameters = function.get("parameters")
-    if isinstance(parameters, dict) and (parameters.get("properties") or parameters.get("type") != "object"):
+    if parameters is not None and (parameters.get("properties") or parameters.get("type") != "object"):
         declaration.update(_schema(parameters, "parameters", "parametersJsonSchema"))
     return declaration
 
@@ -299,11 +292,7 @@ def _is_openapi_schema(schema: Any) -> bool:
 def _calling_config(choice: Any) -> dict[str, Any]:
     if isinstance(choice, str) and choice in TOOL_CHOICE_MODES:
         return {"mode": TOOL_CHOICE_MODES[choice]}
-    if (
-        isinstance(choice, dict)
-        and isinstance(choice.get("function"), dict)
-        and choice["function"].get("name")
-    ):
+    if isinstance(choice, dict):
         return {"mode": "ANY", "allowedFunctionNames": [choice["function"]["name"]]}
     raise InvalidRequest("tool_choice must be auto, none, required or a named function", param="tool_choice")
 
@@ -315,14 +304,11 @@ def _generation_config(body: Mapping[str, Any]) -> dict[str, Any]:
     stop = body.get("stop")
     if stop:
         config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
-    response_format = body.get("response_format")
-    kind = response_format.get("type") if isinstance(response_format, dict) else None
-    if kind in ("json_object", "json_schema"):
+    kind, schema = json_format(body)
+    if kind:
         config["responseMimeType"] = "application/json"
-    if kind == "json_schema":
-        schema = (response_format.get("json_schema") or {}).get("schema")
-        if isinstance(schema, dict):
-            config.update(_schema(schema, "responseSchema", "responseJsonSchema"))
+    if schema is not None:
+        config.update(_schema(schema, "responseSchema", "responseJsonSchema"))
     return config
 
 

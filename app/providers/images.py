@@ -352,8 +352,8 @@ class ImageProvider(Provider):
             ) from None
         try:
             items = parse_openai_answer(data, self.model.name)
-        except TRANSLATION_ERRORS:  # the error boundary: never a 500, never the body
-            raise malformed(self.model.name) from None
+        except TRANSLATION_ERRORS as exc:  # the error boundary: never a 500, never the body
+            raise malformed(self.model.name, cause=exc) from None
         images = []
         for item in items:
             raw = item.data if item.data is not None else self._download(item.url or "")
@@ -366,8 +366,8 @@ class ImageProvider(Provider):
             if self.shape == CLOUDFLARE_SHAPE:
                 content = parse_cloudflare_answer(content, self.model.name)
             return checked_image(content, self.model.name)
-        except TRANSLATION_ERRORS:  # the error boundary: never a 500, never the body
-            raise malformed(self.model.name) from None
+        except TRANSLATION_ERRORS as exc:  # the error boundary: never a 500, never the body
+            raise malformed(self.model.name, cause=exc) from None
 
     # --- transport ---------------------------------------------------------------------------
     def _post(self, payload: bytes, cap: int) -> tuple[bytes, Mapping[str, str]]:

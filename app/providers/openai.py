@@ -35,8 +35,7 @@ def build_payload(body: dict[str, Any], upstream_model: str, stream: bool) -> di
     payload["model"] = upstream_model
     if stream:
         payload["stream"] = True
-        options = payload.get("stream_options")
-        payload["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+        payload["stream_options"] = {**(payload.get("stream_options") or {}), "include_usage": True}
     return payload
 
 

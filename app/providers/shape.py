@@ -42,9 +42,14 @@ class MalformedAnswer(ValueError):
     """An upstream answer or event that does not have the shape its API promises."""
 
 
-def malformed(model_name: str, stream: bool = False) -> UpstreamError:
-    """The error for an answer (or stream event) we could not translate; the body is never quoted."""
+def malformed(model_name: str, stream: bool = False, cause: BaseException | None = None) -> UpstreamError:
+    """The error for an answer (or stream event) we could not translate. It says what was wrong only
+    in our own words (a field name, "not JSON"): the body is never quoted."""
     what = "stream event" if stream else "answer"
+    if isinstance(cause, MalformedAnswer):
+        what += f" ({cause})"
+    elif isinstance(cause, orjson.JSONDecodeError):
+        what += " (not JSON)"
     return UpstreamError(f"Upstream for model {model_name} sent a malformed {what}")
 
 
@@ -86,6 +91,8 @@ def function_tools(body: Mapping[str, Any]) -> tuple[list[dict[str, Any]], str |
     for upstreams that cannot name one."""
     tools = []
     for tool in body.get("tools") or ():
+        if tool.get("type", "function") != "function":
+            continue  # the schema lets other types through for upstreams that know them
         function = tool["function"]
         keep = {k: function[k] for k in ("name", "description", "parameters") if k in function}
         tools.append({"type": "function", "function": keep})
@@ -110,13 +117,10 @@ def json_format(body: Mapping[str, Any]) -> tuple[str | None, Any]:
 
 def expect(value: Any, kind: type | tuple[type, ...], what: str) -> Any:
     """`value` if it is of `kind`, else MalformedAnswer naming the field (never its value)."""
-    if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _kinds(kind)):
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
         raise MalformedAnswer(f"{what} has the wrong type")
     return value
-
-
-def _kinds(kind: type | tuple[type, ...]) -> tuple[type, ...]:
-    return kind if isinstance(kind, tuple) else (kind,)
 
 
 def optional_text(value: Any, what: str) -> str:
@@ -278,7 +282,9 @@ class ChunkWriter:
         self, delta: dict[str, Any], finish_reason: str | None = None, index: int = 0
     ) -> dict[str, Any]:
         """One choice entry of a chunk (validated); several make a multi-choice chunk."""
-        check_delta(delta)
+        _check_delta(delta)
+        if finish_reason is not None:
+            expect(finish_reason, str, "finish_reason")
         if index not in self.started:
             self.started.add(index)
             delta = {"role": "assistant", **delta}
@@ -304,7 +310,7 @@ class ChunkWriter:
 # --- validation of what passes through --------------------------------------------------------
 
 
-def check_tool_calls(calls: Any, where: str, streamed: bool) -> None:
+def _check_tool_calls(calls: Any, where: str, streamed: bool) -> None:
     for call in expect(calls, list, f"{where}.tool_calls"):
         expect(call, dict, f"{where}.tool_calls[]")
         if streamed:
@@ -322,21 +328,23 @@ def check_tool_calls(calls: Any, where: str, streamed: bool) -> None:
 
 def _check_message(message: Any, where: str, streamed: bool) -> None:
     expect(message, dict, where)
-    for field in ("content", "reasoning_content", "reasoning", "refusal"):
+    for field in ("role", "content", "reasoning_content", "reasoning", "refusal"):
         if message.get(field) is not None:
             expect(message[field], str, f"{where}.{field}")
     if message.get("tool_calls") is not None:
-        check_tool_calls(message["tool_calls"], where, streamed)
+        _check_tool_calls(message["tool_calls"], where, streamed)
 
 
-def check_delta(delta: Any) -> None:
+def _check_delta(delta: Any) -> None:
     _check_message(delta, "delta", streamed=True)
 
 
 def _check_choices(body: Any, key: str) -> None:
     expect(body, dict, "answer")
-    choices = body.get("choices")
-    for choice in () if choices is None and key == "delta" else expect(choices, list, "choices"):
+    for field, kind in (("id", str), ("model", str), ("created", int)):
+        if body.get(field) is not None:
+            expect(body[field], kind, field)
+    for choice in expect(body.get("choices"), list, "choices"):
         expect(choice, dict, "choice")
         if choice.get("index") is not None:
             expect(choice["index"], int, "choice index")
