@@ -579,8 +579,8 @@ class GigaChat(HttpProvider):
             raise error_for_status(status, message, name, response.headers)
         try:
             return parse_token(orjson.loads(response.content))
-        except TRANSLATION_ERRORS:
-            raise malformed(name) from None
+        except TRANSLATION_ERRORS as exc:
+            raise malformed(name, cause=exc) from None
 
     # --- HttpProvider hooks ---------------------------------------------------------------------
     def build_request(self, body: dict[str, Any], stream: bool) -> UpstreamRequest:

@@ -9,6 +9,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import orjson
 import pytest
 
 from app.config import HttpConfig, ModelConfig
@@ -26,6 +27,7 @@ from app.providers import build_provider
 from app.providers.gigachat import GigaChat
 from tests.fakes.gigachat import FakeGigaChat
 from tests.fakes.server import Behavior
+from tests.providers import test_malformed as malformed_table
 
 HTTP = HttpConfig(connect_timeout=2.0, read_timeout=5.0, stream_idle_timeout=5.0)
 HI = {"model": "gigachat/GigaChat-2", "messages": [{"role": "user", "content": "Привет"}]}
@@ -562,29 +564,8 @@ def test_echoed_credentials_are_redacted_from_oauth_errors(fake, make, caplog, s
     assert fake.chat_requests == []
 
 
-# --- malformed answers over the wire: a typed, retryable 502 naming the model ----------------------
-
-BIG = b'{"pad": "' + b"x" * (10 * 1024 * 1024) + b'"}'
-BAD_BODIES = {
-    "json list": b"[1, 2]",
-    "json scalar": b"5",
-    "json string": b'"ok"',
-    "json null": b"null",
-    "empty object": b"{}",
-    "choices an object": b'{"choices": {"message": {}}}',
-    "choice a list": b'{"choices": [[1]]}',
-    "message a string": b'{"choices": [{"message": "x", "finish_reason": "stop"}]}',
-    "content a number": b'{"choices": [{"message": {"content": 5}}]}',
-    "arguments a list": b'{"choices": [{"message": {"function_call": {"name": "f", "arguments": [1]}}}]}',
-    "usage a list": b'{"choices": [{"message": {"content": "x"}}], "usage": [1]}',
-    "usage a string count": b'{"choices": [{"message": {"content": "x"}}], "usage": {"total_tokens": "9"}}',
-    "error in a 200": b'{"status": 500, "message": "Internal Server Error"}',
-    "truncated json": b'{"choices": [{"message": {"cont',
-    "invalid utf-8": b'{"choices": [{"message": {"content": "\xff\xfe"}}]}',
-    "html": b"<html><body><h1>502 Bad Gateway</h1></body></html>",
-    "empty body": b"",
-    "10 MB body": BIG,
-}
+# --- malformed answers over the wire: a typed, retryable 502 naming the model (and the shared table
+# at the end of this file) ---------------------------------------------------------------------------
 
 
 def assert_typed_502(exc: BaseException) -> None:
@@ -593,30 +574,18 @@ def assert_typed_502(exc: BaseException) -> None:
     assert "gigachat/GigaChat-2" in exc.message and "Traceback" not in exc.message
 
 
-@pytest.mark.parametrize("body", BAD_BODIES.values(), ids=BAD_BODIES.keys())
-def test_malformed_answers_are_typed_502s(fake, make, body):
-    provider = make()
-    fake.push("chat", Behavior(body=body, headers={"Content-Type": "application/json"}))
+def test_an_error_inside_a_200_is_an_upstream_error(fake, make):
+    fake.push("chat", fake.answer({"status": 500, "message": "Internal Server Error"}))
     with pytest.raises(ProxyError) as info:
-        provider.complete(HI)
+        make().complete(HI)
     assert_typed_502(info.value)
-    assert provider.complete(HI).body["choices"]  # and the provider goes on serving
-
-
-@pytest.mark.parametrize("body", BAD_BODIES.values(), ids=BAD_BODIES.keys())
-def test_malformed_stream_events_are_typed_502s(fake, make, body):
-    provider = make()
-    good = fake.stream_events(["a", "b"])
-    bad = b"data: " + body.replace(b'"message"', b'"delta"') + b"\n\n"  # a stream's choices hold deltas
-    fake.push("chat", fake.sse([good[0], bad, *good[1:]]))
-    stream = provider.stream(HI)
-    with pytest.raises(ProxyError) as info:
-        list(stream)
-    assert_typed_502(info.value)
+    assert info.value.message.endswith("failed with HTTP 500: Internal Server Error")
 
 
 def test_a_stream_answered_with_html_is_a_typed_502(fake, make):
-    fake.push("chat", Behavior(body=BAD_BODIES["html"], headers={"Content-Type": "text/html"}))
+    fake.push(
+        "chat", Behavior(body=b"<html><h1>502 Bad Gateway</h1></html>", headers={"Content-Type": "text/html"})
+    )
     stream = make().stream(HI)
     with pytest.raises(ProxyError) as info:
         list(stream)
@@ -660,3 +629,90 @@ def test_every_key_of_a_pool_is_redacted(fake, make):
     with pytest.raises(UpstreamBadRequest) as info:
         provider.complete(HI)
     assert info.value.message == "not [redacted] nor [redacted]"
+
+
+# --- the shared malformed-answer table (tests/providers/test_malformed.py), for GigaChat -----------
+
+TEXT_EVENTS = [
+    {"choices": [{"delta": {"content": "a", "role": "assistant"}, "index": 0}], "created": 1, "model": "G"},
+    {
+        "choices": [{"delta": {"content": ""}, "index": 0, "finish_reason": "stop"}],
+        "created": 1,
+        "model": "G",
+        "usage": {
+            "prompt_tokens": 1,
+            "completion_tokens": 1,
+            "total_tokens": 2,
+            "precached_prompt_tokens": 0,
+        },
+    },
+]
+CALL_EVENTS = [
+    {
+        "choices": [
+            {
+                "delta": {
+                    "content": "",
+                    "role": "assistant",
+                    "function_call": {"name": "weather_forecast", "arguments": {"location": "Москва"}},
+                    "functions_state_id": STATE_ID,
+                },
+                "index": 0,
+                "finish_reason": "function_call",
+            }
+        ],
+        "created": 1,
+        "model": "G",
+    }
+]
+CALL_ANSWER = FakeGigaChat.completion(function_call={"name": "f", "arguments": {"a": [1]}}, state_id=STATE_ID)
+
+
+def plain_table():
+    yield from (pytest.param(body, id=name) for name, body in malformed_table.GENERIC.items())
+    for n, answer in enumerate([FakeGigaChat.completion("hi"), CALL_ANSWER]):
+        for name, bad in malformed_table.mutations(answer):
+            yield pytest.param(orjson.dumps(bad), id=f"{n}-{name}")
+
+
+def stream_table():
+    done = b"data: [DONE]\n\n"
+    for name, body in malformed_table.STREAM_GENERIC.items():
+        yield pytest.param(
+            [b"data: " + body + b"\n\n", *map(malformed_table.sse, TEXT_EVENTS), done], id=name
+        )
+    for n, events in enumerate([TEXT_EVENTS, CALL_EVENTS]):
+        for name, bad in malformed_table.mutations(events):
+            yield pytest.param([*map(malformed_table.sse, bad), done], id=f"{n}-{name}")
+
+
+@pytest.fixture(scope="module")
+def shared():
+    with FakeGigaChat() as server:
+        sessions = SessionPool(HTTP)
+        yield server, GigaChat(server.model_config(), sessions, HTTP)
+        sessions.close()
+
+
+@pytest.mark.parametrize("body", list(plain_table()))
+def test_shared_table_plain(shared, body):
+    server, provider = shared
+    server.push("chat", Behavior(body=body, headers={"Content-Type": "application/json"}))
+    try:
+        malformed_table.check_body(provider.complete(HI).body, streamed=False)
+    except UpstreamError as exc:
+        malformed_table.check_error(exc, provider.model)
+
+
+@pytest.mark.parametrize("events", list(stream_table()))
+def test_shared_table_stream(shared, events):
+    server, provider = shared
+    server.push("chat", Behavior(events=events))
+    stream = provider.stream(HI)
+    try:
+        for chunk in stream:
+            malformed_table.check_body(chunk, streamed=True)
+    except UpstreamError as exc:
+        malformed_table.check_error(exc, provider.model)
+    finally:
+        stream.close()
