@@ -97,3 +97,23 @@ def test_chunked_bodies_and_doubled_slashes_through_gunicorn(
 
     assert len(fake_openai.chat_requests) == 2
     assert "Traceback" not in server.log_text()
+
+
+def test_gunicorns_own_log_lines_are_redacted(gunicorn_server, fake_openai: FakeOpenAI) -> None:
+    """gunicorn rejects a malformed header line itself (its page is HTML: gunicorn has no public
+    setting for its error pages) and logs the line; the log filter on its logger redacts the key."""
+    model = {
+        "name": "fake/a",
+        "provider": "openai",
+        "url": fake_openai.chat_url,
+        "token": "sk-fake-upstream-key",
+    }
+    server = gunicorn_server({"models": [model]}, env={"AI_PROXY_API_KEYS": CLIENT_KEY})
+    request = (
+        f"GET /health HTTP/1.1\r\nHost: x\r\nAuthorization Bearer {CLIENT_KEY}\r\nConnection: close\r\n\r\n"
+    )
+    status, _, _ = exchange(server.port, request.encode())
+    assert status == 400
+    server.wait_for_log(r"Invalid request from ip=")
+    log = server.log_text()
+    assert CLIENT_KEY not in log and "[redacted]" in log
