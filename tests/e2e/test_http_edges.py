@@ -99,9 +99,12 @@ def test_chunked_bodies_and_doubled_slashes_through_gunicorn(
     assert "Traceback" not in server.log_text()
 
 
-def test_gunicorns_own_log_lines_are_redacted(gunicorn_server, fake_openai: FakeOpenAI) -> None:
-    """gunicorn rejects a malformed header line itself (its page is HTML: gunicorn has no public
-    setting for its error pages) and logs the line; the log filter on its logger redacts the key."""
+def test_gunicorns_own_errors_are_json_and_its_log_lines_redacted(
+    gunicorn_server, fake_openai: FakeOpenAI
+) -> None:
+    """What gunicorn rejects before the app sees it (a malformed header line, its limits) is answered
+    in OpenAI's shape by the worker (app/worker.py), never echoing the request; gunicorn's log line
+    about it is redacted by the log filter on its logger."""
     model = {
         "name": "fake/a",
         "provider": "openai",
@@ -109,11 +112,21 @@ def test_gunicorns_own_log_lines_are_redacted(gunicorn_server, fake_openai: Fake
         "token": "sk-fake-upstream-key",
     }
     server = gunicorn_server({"models": [model]}, env={"AI_PROXY_API_KEYS": CLIENT_KEY})
-    request = (
-        f"GET /health HTTP/1.1\r\nHost: x\r\nAuthorization Bearer {CLIENT_KEY}\r\nConnection: close\r\n\r\n"
-    )
-    status, _, _ = exchange(server.port, request.encode())
-    assert status == 400
+
+    def get(path: str, *headers: str) -> tuple[int, dict[str, str], bytes]:
+        lines = "".join(f"{h}\r\n" for h in headers)
+        return exchange(
+            server.port, f"GET {path} HTTP/1.1\r\nHost: x\r\n{lines}Connection: close\r\n\r\n".encode()
+        )
+
+    status, headers, body = get("/health", f"Authorization Bearer {CLIENT_KEY}")  # no colon
+    error = assert_json_error(status, headers, body, 400)
+    assert CLIENT_KEY.encode() not in body and error["type"] == "invalid_request_error"
+    assert_json_error(*get("/health?" + "q" * 5000), 414)
+    assert_json_error(*get("/health", *(f"X-Filler-{i}: 1" for i in range(120))), 431)
+    assert_json_error(*get("/health", "X-Big: " + "b" * 9000), 431)
+    assert get("/health")[0] == 200
+
     server.wait_for_log(r"Invalid request from ip=")
     log = server.log_text()
     assert CLIENT_KEY not in log and "[redacted]" in log
