@@ -133,12 +133,20 @@ def test_log_filter_redacts_every_level_args_and_tracebacks(app: Proxy, logs, ca
     logger = logging.getLogger("ai_proxy.test")
     logger.debug("debug %s", OPENAI_KEY)
     logger.info("Authorization: Bearer %s", "some-other-bearer-value")
+    logging.getLogger("ai_proxy.access").info(
+        "POST /v1/chat/completions 200", extra={"stream_error": OPENAI_KEY}
+    )
     try:
         raise ValueError(f"bad key {GEMINI_KEY}")
     except ValueError:
         logger.exception("failed with %r", {"key": CLIENT_KEY})
     log = logs.text()
-    assert log.count("[redacted]") >= 4 and "ValueError" in log and "Traceback" in log
+    assert (
+        log.count("[redacted]") >= 5
+        and "stream_error=[redacted]" in log
+        and "ValueError" in log
+        and "Traceback" in log
+    )
     assert_clean(log)
     assert "some-other-bearer-value" not in log
     # gunicorn logs on its own loggers: the filter sits on them as well
