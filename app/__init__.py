@@ -39,10 +39,10 @@ def create_app(config: Config | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
     app.extensions["ai_proxy"] = build_services(config, redactor)
     api.register(app)
-    if not config.server.api_keys:
+    if not config.clients:
         log.warning(
             "NO CLIENT API KEYS CONFIGURED: the proxy is open to anyone who can reach it. "
-            "Set AI_PROXY_API_KEYS or server.api_keys."
+            "Set AI_PROXY_API_KEYS, server.api_keys or clients."
         )
     enabled = len(config.enabled_models)
     log.info("config %s: %d models enabled, storage %s", config.source, enabled, _storage_label(config))

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from app.clients import Clients
 from app.config import Config
 from app.gateway import Gateway
 from app.http import SessionPool
@@ -27,6 +28,7 @@ class Services:
     gateway: Gateway
     started_at: float
     redactor: Redactor
+    clients: Clients
 
     def close(self) -> None:
         for provider in self.providers.values():
@@ -48,6 +50,7 @@ def config_secrets(config: Config) -> Iterator[str]:
             if any(word in name.lower() for word in SECRET_HEADER_WORDS):
                 yield value
     yield from config.server.api_keys
+    yield from (client.key for client in config.clients if client.key)
     for url in (config.storage, config.http.proxy):
         if "@" in url:
             yield urlsplit(url).password or ""
@@ -59,7 +62,15 @@ def build_services(config: Config, redactor: Redactor | None = None) -> Services
     redactor = redactor if redactor is not None else Redactor(config_secrets(config))
     sessions = SessionPool(config.http)
     storage = create_storage(config.storage, namespace="ai-proxy")
-    router = Router(config.models, storage, config.routing, config.breaker, clock=time.time)
+    router = Router(
+        config.models,
+        storage,
+        config.routing,
+        config.breaker,
+        clock=time.time,
+        usage_days=config.server.usage_days,
+    )
     providers = {m.name: build_provider(m, sessions, config.http) for m in config.enabled_models}
     gateway = Gateway(config, router, providers, redactor=redactor)
-    return Services(config, sessions, router, providers, gateway, time.time(), redactor)
+    clients = Clients(config.clients)
+    return Services(config, sessions, router, providers, gateway, time.time(), redactor, clients)

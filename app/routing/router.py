@@ -61,6 +61,7 @@ from app.routing.storage import (
     SlotPlan,
     SlotState,
     Storage,
+    UsageRow,
 )
 
 log = logging.getLogger("ai_proxy.routing")
@@ -169,10 +170,12 @@ class Router:
         routing: RoutingConfig,
         breaker: BreakerConfig,
         clock: Callable[[], float] = time.time,
+        usage_days: int = 35,
     ) -> None:
         enabled = [m for m in models if m.enabled]
         self._storage = storage
         self._clock = clock
+        self._usage_days = usage_days
         self._routing = routing
         self._cooldown = routing.cooldown_seconds
         self._reset_us = to_us(breaker.reset_timeout)
@@ -349,6 +352,27 @@ class Router:
             with self._settle_lock:
                 self._settle_failures += 1
             log.warning("could not refund client %s (%s): %s", charge.plan.id, charge.id, exc.message)
+
+    def record_usage(self, client: str, model: str, usage: Mapping[str, Any] | None) -> None:
+        """Count one answered request of `client` on `model` today (UTC), with the prompt and
+        completion tokens the upstream reported. Best effort: the answer is already made."""
+        usage = usage or {}
+        day = time.strftime("%Y-%m-%d", time.gmtime(self._clock()))
+        prompt = valid_tokens(usage.get("prompt_tokens")) or 0
+        completion = valid_tokens(usage.get("completion_tokens")) or 0
+        try:
+            self._storage.record_usage(UsageRow(day, client, model, 1, prompt, completion), self._usage_days)
+        except ServiceUnavailable as exc:
+            with self._settle_lock:
+                self._settle_failures += 1
+            log.warning("could not record the usage of client %s on %s: %s", client, model, exc.message)
+
+    def usage(self, days: int) -> list[UsageRow]:
+        """Usage rows of the last `days` UTC days (today included), newest day first."""
+        today = int(self._clock() // 86400)
+        names = [time.strftime("%Y-%m-%d", time.gmtime((today - n) * 86400)) for n in range(max(days, 1))]
+        rows = self._storage.usage(names)
+        return sorted(rows, key=lambda r: (names.index(r.day), r.client, r.model))
 
     def _failed(self, res: Reservation, error: ProxyError) -> None:
         slot = self._by_label[res.model.name, res.key_label]
