@@ -33,7 +33,8 @@ errors_log = logging.getLogger("ai_proxy.errors")
 PUBLIC_ENDPOINTS = frozenset(
     {"health.health", "health.ping", "static", "status.status_page", "openapi.openapi_json"}
 )
-ADMIN_ENDPOINTS = frozenset({"quota.quota", "metrics.metrics"})  # metrics: unless metrics_public
+# Admin keys only (metrics: unless server.metrics_public).
+ADMIN_ENDPOINTS = frozenset({"quota.quota", "metrics.metrics", "status.disabled_models"})
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 _SLASHES = re.compile(r"/{2,}")
 

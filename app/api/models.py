@@ -10,7 +10,7 @@ from flask.blueprints import BlueprintSetupState
 
 from app.api.render import services
 from app.clients import Client
-from app.config import KINDS, Config
+from app.config import Config
 from app.errors import ProxyError
 from app.routing import Router
 
@@ -41,14 +41,15 @@ def list_models() -> Response:
     if client is None or not client.patterns:
         return Response(current_app.extensions["ai_proxy.models"], mimetype="application/json")
     listing = orjson.loads(current_app.extensions["ai_proxy.models"])
-    router = services().router
-    listing["data"] = [entry for entry in listing["data"] if _may_use(client, router, entry["id"])]
+    state = services()
+    kinds = sorted({m.kind for m in state.config.enabled_models})
+    listing["data"] = [e for e in listing["data"] if _may_use(client, state.router, kinds, e["id"])]
     return Response(orjson.dumps(listing), mimetype="application/json")
 
 
-def _may_use(client: Client, router: Router, name: str) -> bool:
+def _may_use(client: Client, router: Router, kinds: list[str], name: str) -> bool:
     """Would a request for `name` pass the client's allow-list (whatever kind of model it is)?"""
-    for kind in KINDS:
+    for kind in kinds:
         try:
             client.allowed(name, router.resolve(name, kind))
         except ProxyError:

@@ -41,7 +41,7 @@ import urllib3.exceptions
 from app.config import HttpConfig, ModelConfig
 from app.errors import InvalidRequest, ProxyError, UpstreamBadRequest, UpstreamError, UpstreamTimeout
 from app.http import SessionPool, send
-from app.providers import cloudflare
+from app.providers import CLOUDFLARE_IMAGES, OPENAI_IMAGES, RAW_IMAGES, cloudflare, image_shape
 from app.providers.base import (
     MAX_ERROR_BODY,
     ChunkStream,
@@ -50,15 +50,19 @@ from app.providers.base import (
     ImageResult,
     Provider,
     bearer_headers,
+)
+from app.providers.shape import (
+    TRANSLATION_ERRORS,
+    answer_error,
     error_for_status,
+    malformed,
     openai_error_message,
 )
 
 MAX_IMAGE_BYTES = 32 * 1024 * 1024  # one image: a raw answer or a download
 MAX_ANSWER_BYTES = 96 * 1024 * 1024  # a JSON answer: up to 10 base64 images
 DOWNLOAD_CHUNK = 64 * 1024
-OPENAI_SHAPE, CLOUDFLARE_SHAPE, RAW_SHAPE = "openai", "cloudflare", "raw"
-OPENAI_COMPATIBLE = frozenset({"openai", "groq", "openrouter"})
+OPENAI_SHAPE, CLOUDFLARE_SHAPE, RAW_SHAPE = OPENAI_IMAGES, CLOUDFLARE_IMAGES, RAW_IMAGES
 TOGETHER_DOMAINS = ("together.xyz", "together.ai")
 # client fields that never go upstream as they are: ours to set, or streaming we can't relay
 OPENAI_OWN_FIELDS = frozenset({"model", "response_format", "stream", "partial_images"})
@@ -144,18 +148,6 @@ def decode_base64(text: Any, model_name: str) -> bytes:
 # --- shapes ---------------------------------------------------------------------------------
 
 
-def wire_shape(provider: str, url: str) -> str | None:
-    """Which wire shape a model speaks, from its provider and URL (None: none we can speak)."""
-    path = urlsplit(url).path.rstrip("/")
-    if path.endswith("/images/generations"):
-        return OPENAI_SHAPE
-    if provider == "cloudflare":
-        return CLOUDFLARE_SHAPE
-    if provider in OPENAI_COMPATIBLE:
-        return RAW_SHAPE
-    return None
-
-
 def endpoint_url(model: ModelConfig, shape: str | None) -> str:
     """Cloudflare calls `{url}/{upstream_model}` unless the URL already names a model; others `url`."""
     if shape == CLOUDFLARE_SHAPE and "/@" not in urlsplit(model.url).path:
@@ -226,7 +218,7 @@ class ImageItem:
 def parse_openai_answer(data: Any, model_name: str) -> list[ImageItem]:
     """`{"data": [{"b64_json" | "url", "revised_prompt"?}]}` -> items (`data:` URLs decoded)."""
     if isinstance(data, dict) and data.get("error"):
-        raise _answer_error(data["error"], model_name)
+        raise answer_error(data["error"], model_name)
     items = data.get("data") if isinstance(data, dict) else None
     if not isinstance(items, list) or not items:
         raise UpstreamError(f"Upstream for model {model_name} sent an answer without images")
@@ -288,15 +280,6 @@ def _error_code(body: bytes) -> str | None:
     return code if isinstance(code, str) and code else None
 
 
-def _answer_error(error: Any, model_name: str) -> ProxyError:
-    """An `error` object inside a 200 answer."""
-    if isinstance(error, dict):
-        code = error.get("code")
-        status = code if isinstance(code, int) and 400 <= code < 600 else 502
-        return error_for_status(status, str(error.get("message") or ""), model_name)
-    return UpstreamError(f"Upstream for model {model_name} failed: {str(error)[:300]}")
-
-
 # --- the adapter ----------------------------------------------------------------------------
 
 
@@ -306,7 +289,7 @@ class ImageProvider(Provider):
     def __init__(self, model: ModelConfig, sessions: SessionPool, http: HttpConfig) -> None:
         super().__init__(model, sessions, http)
         self.session: requests.Session = sessions.get(model.provider)
-        self.shape = wire_shape(model.provider, model.url)
+        self.shape = image_shape(model.provider, model.url)
         self.url = endpoint_url(model, self.shape)
         self._headers, _ = bearer_headers(model)
         self._timeout = (http.connect_timeout, http.read_timeout)
@@ -339,9 +322,7 @@ class ImageProvider(Provider):
         for _ in range(wanted if isinstance(wanted, int) and wanted > 0 else 1):
             try:
                 content, headers = self._post(payload, MAX_IMAGE_BYTES)
-                if self.shape == CLOUDFLARE_SHAPE:
-                    content = parse_cloudflare_answer(content, self.model.name)
-                images.append(checked_image(content, self.model.name))
+                images.append(self._one_image(content))
             except ProxyError:
                 if not images:
                     raise
@@ -356,11 +337,24 @@ class ImageProvider(Provider):
             raise UpstreamError(
                 f"Upstream for model {self.model.name} answered {_describe(content)} instead of images"
             ) from None
+        try:
+            items = parse_openai_answer(data, self.model.name)
+        except TRANSLATION_ERRORS as exc:  # the error boundary: never a 500, never the body
+            raise malformed(self.model.name, cause=exc) from None
         images = []
-        for item in parse_openai_answer(data, self.model.name):
+        for item in items:
             raw = item.data if item.data is not None else self._download(item.url or "")
             images.append(checked_image(raw, self.model.name, item.revised_prompt))
         return ImageResult(images, headers)
+
+    def _one_image(self, content: bytes) -> Image:
+        """The image of a one-image answer (raw bytes, or Cloudflare's envelope)."""
+        try:
+            if self.shape == CLOUDFLARE_SHAPE:
+                content = parse_cloudflare_answer(content, self.model.name)
+            return checked_image(content, self.model.name)
+        except TRANSLATION_ERRORS as exc:  # the error boundary: never a 500, never the body
+            raise malformed(self.model.name, cause=exc) from None
 
     # --- transport ---------------------------------------------------------------------------
     def _post(self, payload: bytes, cap: int) -> tuple[bytes, Mapping[str, str]]:

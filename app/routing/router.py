@@ -23,7 +23,7 @@ from typing import Any
 
 from pybreaker import CircuitBreaker, CircuitBreakerError
 
-from app.config import BreakerConfig, ModelConfig, RoutingConfig
+from app.config import BreakerConfig, ModelConfig, RoutingConfig, unavailable_message
 from app.errors import (
     ClientQuotaExceeded,
     InvalidRequest,
@@ -172,7 +172,8 @@ class Router:
         clock: Callable[[], float] = time.time,
         usage_days: int = 35,
     ) -> None:
-        enabled = [m for m in models if m.enabled]
+        self._configured = tuple(models)  # disabled ones too, to say why a name is not served
+        enabled = [m for m in self._configured if m.enabled]
         self._storage = storage
         self._clock = clock
         self._usage_days = usage_days
@@ -222,7 +223,7 @@ class Router:
             group = self._groups.get((name.upper(), kind))
             if group:
                 return list(group)
-        raise ModelNotFound(f"The model '{name}' does not exist")
+        raise ModelNotFound(unavailable_message(self._configured, name, kind))
 
     def acquire(
         self,
