@@ -144,7 +144,7 @@ def test_x_api_key_and_key_sha256_identify_clients(proxy, fake_openai) -> None:
 
 def test_admin_only_endpoints(proxy, fake_openai) -> None:
     p = proxy(config(fake_openai, alice(), bob(admin=True)))
-    for path in ("/v1/quota", "/metrics"):
+    for path in ("/v1/quota", "/metrics", "/status/disabled"):
         denied = p.client.get(path, headers=bearer(ALICE_KEY))
         assert denied.status_code == 403, path
         assert denied.get_json()["error"]["type"] == "permission_error"
