@@ -108,7 +108,8 @@ class HostileServer:
         """100 MB, close-delimited (no Content-Length to refuse it by)."""
         if stream:
             conn.sendall(SSE_HEAD)
-            block = event * (MB // len(event))
+            padded = event.replace(b"data: {", b'data: {"pad":"' + b"a" * 65000 + b'",', 1)
+            block = padded * (MB // len(padded))
         else:
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n")
             conn.sendall(b'{"choices":"')
