@@ -95,6 +95,8 @@ class Watchdog:
         self._local = threading.local()  # the deadline of the call the current thread is making
 
     def arm(self, when: float, end: float) -> Deadline:
+        """A live deadline; until `leave()`, connections that start a request in this thread are
+        attached to it."""
         deadline = Deadline(when, end)
         self._local.deadline = deadline
         with self._lock:
@@ -106,9 +108,11 @@ class Watchdog:
                 self._thread.start()
         return deadline
 
+    def leave(self) -> None:
+        """The calling thread is done starting its call (the answer's headers are in)."""
+        self._local.deadline = None
+
     def disarm(self, deadline: Deadline) -> None:
-        if self._local.__dict__.get("deadline") is deadline:
-            self._local.deadline = None
         with self._lock:
             self._live.discard(deadline)
 
@@ -304,6 +308,8 @@ class Transport:
         except TRANSPORT_ERRORS as exc:
             self.watchdog.disarm(deadline)
             raise transport_error(exc, model_name, deadline, http, stream=stream, answered=False) from None
+        finally:
+            self.watchdog.leave()
         return UpstreamResponse(raw, self, deadline, stream, model_name)
 
     def _open(self, url: str, data: bytes, headers: Mapping[str, str], stream: bool) -> Any:

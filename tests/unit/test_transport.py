@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
+import types
 
 import pytest
 
 from app.config import HttpConfig, ModelConfig
 from app.errors import UpstreamError, UpstreamTimeout
-from app.http import ProxyAdapter, SessionPool, UpstreamResponse
+from app.http import ProxyAdapter, SessionPool, UpstreamResponse, Watchdog
 from app.providers.openai import OpenAICompatible
 from tests.fakes.server import Behavior, FakeServer, sse
 
@@ -130,3 +132,35 @@ def test_pools_and_connections_are_ours_through_public_extension_points(fake) ->
     # a second SessionPool has its own watchdog and classes: nothing is shared between them
     other = SessionPool(HTTP).get("openai").get_adapter(fake.url)
     assert other.poolmanager.connection_from_url(fake.url).ConnectionCls is not connection_pool.ConnectionCls
+
+
+def wait_for(predicate, seconds: float = 5.0) -> None:
+    end = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < end, "the watchdog did not act"
+        time.sleep(0.02)
+
+
+def test_the_watchdog_shuts_only_the_connection_of_an_expired_call() -> None:
+    watchdog = Watchdog()
+    ours, theirs = socket.socketpair()
+    connection = types.SimpleNamespace(answer_socket=ours)
+    try:
+        now = time.monotonic()
+        old = watchdog.arm(now + 0.05, now + 0.05)
+        watchdog.attach(connection)  # the old call's request
+        watchdog.leave()
+        newer = watchdog.arm(now + 60, now + 60)
+        watchdog.attach(connection)  # the same connection, back from the pool, serves a new call
+        watchdog.leave()
+        wait_for(lambda: old.expired)
+        theirs.sendall(b"x")
+        assert ours.recv(1) == b"x"  # the new call's connection was left alone
+        assert not newer.expired
+        newer.when = time.monotonic()  # now the call that owns it runs out of time
+        wait_for(lambda: newer.expired)
+        assert ours.recv(1) == b""  # shut down: a blocked read would wake with end of file
+    finally:
+        watchdog.stop()
+        ours.close()
+        theirs.close()
