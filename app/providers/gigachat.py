@@ -539,7 +539,7 @@ class GigaChat(HttpProvider):
     def __init__(self, model: ModelConfig, sessions: SessionPool, http: HttpConfig) -> None:
         super().__init__(model, sessions, http)
         verify = model.verify_ssl_certs
-        self.session = sessions.get(model.provider, None if verify is True else verify)
+        self.transport = sessions.transport(model.provider, None if verify is True else verify)
         self.url = model.url.rstrip("/") + "/chat/completions"
         self.auth_url = model.auth_url or AUTH_URL
         self.scope = model.scope or DEFAULT_SCOPE
@@ -572,13 +572,13 @@ class GigaChat(HttpProvider):
         response = super()._post(UpstreamRequest(self.auth_url, form, headers), stream=False)
         status, name = response.status_code, self.model.name
         if status >= 400:
-            message = redact(openai_error_message(response.content[:MAX_ERROR_BODY]), self.secrets())
+            message = redact(openai_error_message(response.error_body(MAX_ERROR_BODY)), self.secrets())
             if status != 429 and status < 500:
                 log.warning("GigaChat OAuth refused the credentials of %s: HTTP %s %s", name, status, message)
                 raise UpstreamAuthError(f"The proxy's credentials for model {name} were rejected")
             raise error_for_status(status, message, name, response.headers)
         try:
-            return parse_token(orjson.loads(response.content))
+            return parse_token(orjson.loads(response.read()))
         except TRANSLATION_ERRORS as exc:
             raise malformed(name, cause=exc) from None
 

@@ -615,10 +615,10 @@ def test_oauth_rate_limit_is_retryable(fake, make):
 def test_verify_ssl_certs_picks_the_session(fake, verify):
     sessions = SessionPool(HTTP)
     provider = GigaChat(fake.model_config(verify_ssl_certs=verify), sessions, HTTP)
-    assert provider.session is sessions.get("gigachat", verify)
-    assert provider.session.verify == verify
+    assert provider.transport is sessions.transport("gigachat", verify)
+    assert provider.transport.session.verify == verify
     default = GigaChat(fake.model_config(verify_ssl_certs=True), sessions, HttpConfig(verify=False))
-    assert default.session is sessions.get("gigachat")  # the global `http.verify`
+    assert default.transport is sessions.transport("gigachat")  # the global `http.verify`
 
 
 def test_every_key_of_a_pool_is_redacted(fake, make):
