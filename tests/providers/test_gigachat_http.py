@@ -54,18 +54,17 @@ def fake():
 
 @pytest.fixture
 def make(fake):
-    made: list[GigaChat] = []
+    pools: list[SessionPool] = []
 
     def build(http: HttpConfig = HTTP, **overrides) -> GigaChat:
-        model = fake.model_config(**overrides)
-        provider = build_provider(model, SessionPool(http), http)
+        pools.append(SessionPool(http))
+        provider = build_provider(fake.model_config(**overrides), pools[-1], http)
         assert isinstance(provider, GigaChat)
-        made.append(provider)
         return provider
 
     yield build
-    for provider in made:
-        provider.close()
+    for pool in pools:
+        pool.close()
 
 
 def bearer(req) -> str:
@@ -98,12 +97,8 @@ def test_an_authorization_key_works_like_the_pair(fake, make):
 
 def test_scope_is_configurable(make):
     with FakeGigaChat(scope="GIGACHAT_API_CORP") as corp:
-        model = corp.model_config(scope="GIGACHAT_API_CORP")
-        provider = GigaChat(model, SessionPool(HTTP), HTTP)
-        try:
-            provider.complete(HI)
-        finally:
-            provider.close()
+        provider = make(url=corp.api_url, auth_url=corp.auth_url, scope="GIGACHAT_API_CORP")
+        assert provider.complete(HI).body["choices"]
         assert corp.oauth_requests[0].body == b"scope=GIGACHAT_API_CORP"
 
 
@@ -471,20 +466,14 @@ def test_streams_use_the_idle_timeout_not_the_read_timeout(fake, make):
     assert time.monotonic() - started < 10  # the idle timeout, not the 20 s stall
 
 
-def test_connection_refused_is_an_upstream_error(fake):
+def test_connection_refused_is_an_upstream_error(make):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    model = fake.model_config(
-        url=f"http://127.0.0.1:{port}/api/v1", auth_url=f"http://127.0.0.1:{port}/api/v2/oauth"
-    )
-    provider = GigaChat(model, SessionPool(HTTP), HTTP)
-    try:
-        with pytest.raises(UpstreamError) as info:
-            provider.complete(HI)
-        assert str(port) not in info.value.message
-    finally:
-        provider.close()
+    provider = make(url=f"http://127.0.0.1:{port}/api/v1", auth_url=f"http://127.0.0.1:{port}/api/v2/oauth")
+    with pytest.raises(UpstreamError) as info:
+        provider.complete(HI)
+    assert str(port) not in info.value.message
 
 
 def test_untranslatable_requests_fail_before_any_call(fake, make):
@@ -614,11 +603,14 @@ def test_oauth_rate_limit_is_retryable(fake, make):
 @pytest.mark.parametrize("verify", [False, "/etc/ssl/certs/ca.pem"])
 def test_verify_ssl_certs_picks_the_session(fake, verify):
     sessions = SessionPool(HTTP)
-    provider = GigaChat(fake.model_config(verify_ssl_certs=verify), sessions, HTTP)
-    assert provider.transport is sessions.transport("gigachat", verify)
-    assert provider.transport.session.verify == verify
-    default = GigaChat(fake.model_config(verify_ssl_certs=True), sessions, HttpConfig(verify=False))
-    assert default.transport is sessions.transport("gigachat")  # the global `http.verify`
+    try:
+        provider = GigaChat(fake.model_config(verify_ssl_certs=verify), sessions, HTTP)
+        assert provider.transport is sessions.transport("gigachat", verify)
+        assert provider.transport.session.verify == verify
+        default = GigaChat(fake.model_config(verify_ssl_certs=True), sessions, HttpConfig(verify=False))
+        assert default.transport is sessions.transport("gigachat")  # the global `http.verify`
+    finally:
+        sessions.close()
 
 
 def test_every_key_of_a_pool_is_redacted(fake, make):
