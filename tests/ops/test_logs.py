@@ -44,7 +44,7 @@ def test_json_logs_tell_the_story_and_keep_secrets(gunicorn_server, fake_openai)
     fake_openai.push_chat(content=["One", " two", " three"], drop_after=2)  # broken mid-stream
     broken = stream(server.port, chat_body("fake/c", SECRET_TEXT))
     assert broken.status == 200 and broken.content == "One" and broken.errors
-    # Last of the upstream calls: a rejected key rests every model that uses it.
+    # Last: a rejected key rests every model that uses it (cooldown class `auth`).
     fake_openai.push_error("invalid_api_key", api_key=UPSTREAM_KEY)  # upstream rejects our key
     assert stream(server.port, chat_body("fake/b", SECRET_TEXT)).status == 502
     assert stream(server.port, chat_body("fake/a", SECRET_TEXT), key=WRONG_KEY).status == 401
