@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 from app.config import Config
@@ -53,6 +53,19 @@ def config_secrets(config: Config) -> Iterator[str]:
             yield urlsplit(url).password or ""
 
 
+def build_providers(config: Config, sessions: SessionPool) -> dict[str, Provider]:
+    """One provider per key of each enabled model (adapters hold their key in their headers or SDK
+    client): the first key's under the model's name, each further key's under its slot (`name#2`, ...),
+    as `Reservation.slot` names it."""
+    providers: dict[str, Provider] = {}
+    for model in config.enabled_models:
+        providers[model.name] = build_provider(model, sessions, config.http)
+        for number, key in enumerate(model.keys[1:], 2):
+            keyed = replace(model, token=key)
+            providers[f"{model.name}#{number}"] = build_provider(keyed, sessions, config.http)
+    return providers
+
+
 def build_services(config: Config, redactor: Redactor | None = None) -> Services:
     """Sessions, storage, router, one provider per enabled model, and the gateway over them;
     `redactor` (default: one over `config_secrets`) is shared with the log filter."""
@@ -60,6 +73,6 @@ def build_services(config: Config, redactor: Redactor | None = None) -> Services
     sessions = SessionPool(config.http)
     storage = create_storage(config.storage, namespace="ai-proxy")
     router = Router(config.models, storage, config.routing, config.breaker, clock=time.time)
-    providers = {m.name: build_provider(m, sessions, config.http) for m in config.enabled_models}
+    providers = build_providers(config, sessions)
     gateway = Gateway(config, router, providers, redactor=redactor)
     return Services(config, sessions, router, providers, gateway, time.time(), redactor)
