@@ -57,6 +57,7 @@ from app.errors import (
 )
 from app.http import SessionPool
 from app.providers.base import ChunkStream, Completion, Provider, error_for_status, retry_after_seconds
+from app.routing.cooldown import AUTH, CREDIT, UNAVAILABLE, Cooldown
 
 log = logging.getLogger("ai_proxy.providers.gigachat")
 
@@ -510,9 +511,13 @@ def map_error(
             log.warning(
                 "GigaChat OAuth refused model %s's credentials: HTTP %s %s", model_name, status, message
             )
-            return UpstreamAuthError(f"The proxy's credentials for model {model_name} were rejected")
+            refused = UpstreamAuthError(f"The proxy's credentials for model {model_name} were rejected")
+            refused.cooldown = Cooldown(AUTH, None, f"GigaChat OAuth {status}: credentials rejected")
+            return refused
         if status == 402:
-            return RateLimited(f"Model {model_name} has used up its token package upstream")
+            spent = RateLimited(f"Model {model_name} has used up its token package upstream")
+            spent.cooldown = Cooldown(CREDIT, None, "upstream 402: the token package is used up")
+            return spent
         if status == 404:
             return UpstreamError(
                 f"Upstream for model {model_name} does not know it: {message or 'not found'}"
@@ -524,6 +529,9 @@ def map_error(
             )
         if status in (401, 403):
             log.warning("GigaChat rejected the token of model %s: HTTP %s %s", model_name, status, message)
+        if status == 403:  # the token is good (401 otherwise) but its scope does not cover this model
+            denied = Cooldown(UNAVAILABLE, None, "upstream 403: this key's scope does not cover the model")
+            return error_for_status(status, message, model_name, headers, cooldown=denied)
         return error_for_status(status, message, model_name, headers)
     if isinstance(exc, httpx.TimeoutException):
         return UpstreamTimeout(f"Upstream for model {model_name} timed out")
