@@ -201,6 +201,12 @@ def key_cooldown(status: int, message: str) -> Cooldown | None:
     return None
 
 
+def cohere_error(status: int, body: bytes, headers: Mapping[str, str], model_name: str) -> ProxyError:
+    """Cohere's `{"id", "message"}` error -> our error, with the key's cooldown."""
+    message = openai_error_message(body)
+    return error_for_status(status, message, model_name, headers, cooldown=key_cooldown(status, message))
+
+
 class Cohere(HttpProvider):
     """A model on Cohere's native v2 Chat API at `model.url`."""
 
@@ -221,7 +227,4 @@ class Cohere(HttpProvider):
         return parse_chunks(events, self.model.name)
 
     def parse_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> ProxyError:
-        message = openai_error_message(body)
-        return error_for_status(
-            status, message, self.model.name, headers, cooldown=key_cooldown(status, message)
-        )
+        return cohere_error(status, body, headers, self.model.name)
