@@ -23,7 +23,7 @@ from typing import Any
 
 from pybreaker import CircuitBreaker, CircuitBreakerError
 
-from app.config import BreakerConfig, ModelConfig, RoutingConfig
+from app.config import BreakerConfig, ModelConfig, RoutingConfig, unavailable_message
 from app.errors import (
     InvalidRequest,
     ModelNotFound,
@@ -158,7 +158,8 @@ class Router:
         breaker: BreakerConfig,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        enabled = [m for m in models if m.enabled]
+        self._configured = tuple(models)  # disabled ones too, to say why a name is not served
+        enabled = [m for m in self._configured if m.enabled]
         self._storage = storage
         self._clock = clock
         self._routing = routing
@@ -207,7 +208,7 @@ class Router:
             group = self._groups.get((name.upper(), kind))
             if group:
                 return list(group)
-        raise ModelNotFound(f"The model '{name}' does not exist")
+        raise ModelNotFound(unavailable_message(self._configured, name, kind))
 
     def acquire(
         self,
