@@ -256,7 +256,7 @@ class Gateway:
         slot and moves to the model's next key, for a concrete model too; any other excludes the model.
         `routing.max_attempts` bounds the upstream calls of the whole request."""
         model = reservation.model
-        log.info("model %s key=%s failed: %s", model.name, reservation.key_label, exc.message)
+        log.info("model %s failed: %s (key=%s)", model.name, exc.message, reservation.key_label)
         self.router.failed(reservation, exc)
         attempts.failures.append((reservation.slot if len(model.keys) > 1 else model.name, exc))
         key_failure = exc.cooldown is not None

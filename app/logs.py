@@ -22,6 +22,7 @@ FIELDS = (
     "status",
     "model",
     "served",
+    "key",  # the served model's key as `#N` (a key pool), never its value
     "attempts",
     "fallbacks",
     "upstream_ms",
