@@ -9,6 +9,7 @@ import re
 
 import pytest
 
+from app.api.openapi import load_spec
 from app.errors import UpstreamAuthError
 from app.logs import JsonFormatter, TextFormatter
 from app.routing import Cooldown
@@ -89,3 +90,19 @@ def test_quota_redacts_each_keys_rest_reason(pooled) -> None:
     body = app.get("/v1/quota").get_data(as_text=True)
     for key in [BAD, *GOOD]:
         assert key not in body
+
+
+def test_quota_answer_matches_the_openapi_description(pooled) -> None:
+    app, _ = pooled
+    assert app.post("/v1/chat/completions", CHAT).status_code == 200  # key #1 rests (auth), #2 served
+    schemas = load_spec()["components"]["schemas"]
+    entry = app.get("/v1/quota").get_json()["data"][0]
+    assert set(schemas["ModelQuota"]["required"]) <= set(entry)
+    for key in entry["keys"]:
+        assert set(schemas["KeyQuota"]["required"]) <= set(key) <= set(schemas["KeyQuota"]["properties"])
+        assert re.fullmatch(schemas["KeyQuota"]["properties"]["key"]["pattern"], key["key"])
+        for window in key["windows"]:
+            assert set(window) == set(schemas["QuotaWindow"]["properties"])
+    rest = entry["keys"][0]["cooldown"]
+    assert set(rest) == set(schemas["KeyCooldown"]["properties"])
+    assert rest["class"] in schemas["KeyCooldown"]["properties"]["class"]["enum"]
