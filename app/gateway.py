@@ -22,13 +22,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from app.clients import Client
 from app.config import Config, ModelConfig
 from app.errors import ModelNotFound, ProxyError, RateLimited, ServiceUnavailable, UpstreamError
 from app.events import HEARTBEAT, StreamEvent, StreamFailed
 from app.providers import ChunkStream, Completion, ImageResult, Provider
 from app.providers.reasoning import ReasoningStream, split_reasoning
 from app.redact import Redactor
-from app.routing import Reservation, Router, estimate_tokens
+from app.routing import ClientCharge, ClientPlan, Reservation, Router, estimate_tokens
 
 T = TypeVar("T")
 log = logging.getLogger("ai_proxy.gateway")
@@ -48,6 +49,7 @@ class Trace:
     first_token_ms: float | None = None
     stream_error: str | None = None
     usage: dict[str, Any] | None = None
+    client: Client | None = None  # who asked (set by auth): its allowed models and windows
 
 
 @dataclass(slots=True)
@@ -112,6 +114,7 @@ class _Attempts:
     tried: list[str] = field(default_factory=list)  # models, or slots (`name#N`) after a key failure
     next_key_of: ModelConfig | None = None  # a key failure: this model's other keys come first
     failures: list[tuple[str, ProxyError]] = field(default_factory=list)
+    charge: ClientCharge | None = None  # the client's windows, charged by the first reservation
 
 
 class _Upstream:
@@ -174,6 +177,7 @@ class Gateway:
         usage = completion.body.get("usage")
         trace.usage = usage if isinstance(usage, dict) else None
         self.router.succeeded(reservation, completion.headers, _total_tokens(trace.usage))
+        self._record_usage(trace)
         model = reservation.model
         return ChatAnswer(completion.body, model, self.router.ratelimit_headers(model))
 
@@ -200,6 +204,7 @@ class Gateway:
         attempts = self._plan_for(str(body.get("model") or ""), "image", len(prompt or ""), 0, trace)
         reservation, result = self._run(attempts, lambda p, m: p.generate_image(body))
         self.router.succeeded(reservation, result.headers, None)
+        self._record_usage(trace)
         return ImageAnswer(result, reservation.model, self.router.ratelimit_headers(reservation.model))
 
     # --- routing loop ------------------------------------------------------------------------
@@ -217,14 +222,29 @@ class Gateway:
             candidates = [m for m in self.config.enabled_models if m.kind == kind]
             if not candidates:
                 raise ModelNotFound(f"No {kind} model is configured", param="model")
+        if trace.client is not None:
+            candidates = trace.client.allowed(name, candidates)
         concrete = len(candidates) == 1 and candidates[0].name == name
         return _Attempts(candidates, concrete, length, tokens, trace)
 
     def _run(self, attempts: _Attempts, call: Callable[[Provider, ModelConfig], T]) -> tuple[Reservation, T]:
-        """Acquire a model and call it; on a retryable failure fall back to the next model."""
+        """Acquire a model and call it; on a retryable failure fall back to the next model. A
+        request that fails for good gives its client back the tokens it reserved."""
+        try:
+            return self._serve(attempts, call)
+        except ProxyError:
+            if attempts.charge is not None:
+                self.router.refund_client(attempts.charge)
+            raise
+
+    def _serve(
+        self, attempts: _Attempts, call: Callable[[Provider, ModelConfig], T]
+    ) -> tuple[Reservation, T]:
         trace = attempts.trace
+        client = trace.client.plan if trace.client is not None else None
         while True:
-            reservation = self._acquire(attempts)
+            reservation = self._acquire(attempts, client)
+            attempts.charge = reservation.client
             model = reservation.model
             if attempts.tried:
                 trace.fallbacks += 1
@@ -234,19 +254,22 @@ class Gateway:
             except ProxyError as exc:
                 self._give_up_on(attempts, reservation, exc)
 
-    def _acquire(self, attempts: _Attempts) -> Reservation:
+    def _acquire(self, attempts: _Attempts, client: ClientPlan | None) -> Reservation:
         """The next slot to call: after a key failure, another key of the same model if one can
         serve, else the best slot of any candidate not tried yet."""
         preferred, attempts.next_key_of = attempts.next_key_of, None
+        ask = {
+            "length": attempts.length,
+            "tokens": attempts.tokens,
+            "exclude": attempts.tried,
+            "client": client,
+            "charged": attempts.charge,
+        }
         if preferred is not None and not attempts.concrete:
             with contextlib.suppress(ProxyError):  # none of its keys can serve: any candidate may
-                return self.router.acquire(
-                    [preferred], length=attempts.length, tokens=attempts.tokens, exclude=attempts.tried
-                )
+                return self.router.acquire([preferred], **ask)
         try:
-            return self.router.acquire(
-                attempts.candidates, length=attempts.length, tokens=attempts.tokens, exclude=attempts.tried
-            )
+            return self.router.acquire(attempts.candidates, **ask)
         except ProxyError as exc:
             raise self._exhausted(attempts, exc) from None
 
@@ -351,6 +374,11 @@ class Gateway:
             return RateLimited(message, retry_after=min(waits) if waits else None)
         return ServiceUnavailable(message)
 
+    def _record_usage(self, trace: Trace) -> None:
+        """One answered request in its client's usage, with the tokens the upstream reported."""
+        if trace.client is not None:
+            self.router.record_usage(trace.client.name, trace.served, trace.usage)
+
     # --- streaming ---------------------------------------------------------------------------
     def _open(self, attempts: _Attempts, body: dict[str, Any]) -> Opened:
         """A stream that has sent content. A failure before content (opening, a broken or empty
@@ -392,12 +420,14 @@ class Gateway:
             error = self._upstream_failure(exc, reservation.model)
             self.router.failed(reservation, error)
             trace.stream_error = error.message
+            self._record_usage(trace)  # the client got part of an answer
             yield StreamFailed(error)
             return
         finally:
             _close(upstream.stream)
         trace.usage = upstream.usage if isinstance(upstream.usage, dict) else None
         self.router.succeeded(reservation, upstream.stream.headers, _total_tokens(trace.usage))
+        self._record_usage(trace)
 
     def _relay_when_open(self, attempts: _Attempts, opening: Future[Opened]) -> Iterator[StreamEvent]:
         """Heartbeats until a model has sent content, then the relay; no model able to is a StreamFailed."""

@@ -20,6 +20,7 @@ FIELDS = (
     "method",
     "path",
     "status",
+    "client",
     "model",
     "served",
     "key",  # the served model's key as `#N` (a key pool), never its value
