@@ -53,6 +53,17 @@ class ModelConfig:
     verify_ssl_certs: bool | str = True
     enabled: bool = True
     missing_env: tuple[str, ...] = ()  # the empty ${VAR}s its token names (names only, never values)
+    # Embedding models: inputs per upstream call (0: the provider's batch size), Gemini's `taskType`,
+    # Cohere's `input_type`, and the vector space its group shares ("": its upstream_model).
+    max_batch: int = 0
+    task_type: str = ""
+    input_type: str = ""
+    embedding_space: str = ""
+
+    @property
+    def vector_space(self) -> str:
+        """Which vectors this embedding model's are comparable with."""
+        return self.embedding_space or self.upstream_model
 
     @property
     def group(self) -> str:
@@ -70,6 +81,7 @@ class ServerConfig:
     max_body_bytes: int = 16 * 1024 * 1024
     metrics_public: bool = False
     heartbeat_seconds: float = 5.0
+    max_audio_bytes: int = 25 * 1024 * 1024  # one upload to /v1/audio/transcriptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +256,7 @@ def parse_config(raw: Any, environ: Mapping[str, str], source: str = "config.yam
                 f"{source}: model '{m.name}': field 'name': clashes with the group of the same name"
             )
 
+    _check_embedding_spaces(models, source)
     server = _section(raw, "server", ServerConfig, source)
     api_keys_env = environ.get("AI_PROXY_API_KEYS", "")
     keys_raw = (
@@ -291,6 +304,22 @@ def parse_config(raw: Any, environ: Mapping[str, str], source: str = "config.yam
     )
 
 
+def _check_embedding_spaces(models: Iterable[ModelConfig], source: str) -> None:
+    """The members of an embedding group must make comparable vectors: one `embedding_space`."""
+    first: dict[str, ModelConfig] = {}
+    for m in models:
+        if m.kind != providers.EMBEDDING or not m.group:
+            continue
+        other = first.setdefault(m.group, m)
+        if other.vector_space != m.vector_space:
+            raise ConfigError(
+                f"{source}: model '{m.name}': field 'embedding_space': group {m.group} mixes "
+                f"'{other.name}' ({other.vector_space}) and '{m.name}' ({m.vector_space}); vectors of "
+                "different models are not comparable (give members the same embedding_space only "
+                "when they really make the same vectors)"
+            )
+
+
 def _as_list(value: Any, source: str, where: str) -> list[str]:
     if isinstance(value, str):
         return value.split(",")
@@ -307,6 +336,7 @@ _NUMBER_FIELDS = {
     "tokens_per_minute",
     "tokens_per_day",
     "max_request_length",
+    "max_batch",
 }
 
 
@@ -417,7 +447,7 @@ def _parse_model(entry: Any, index: int, secret_missing: tuple[str, ...], source
         verify = verify.lower() == "true"
     upstream = str(values.pop("upstream_model", "") or "").strip() or default_upstream_model(name, provider)
     model_size = str(values.pop("model_size", "") or "").strip()
-    for key in ("auth_url", "scope"):
+    for key in ("auth_url", "scope", "task_type", "input_type", "embedding_space"):
         if key in values:
             values[key] = str(values[key] or "").strip()
 
