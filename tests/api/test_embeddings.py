@@ -254,3 +254,10 @@ def test_embedding_kind_needs_an_embedding_api(fakes: dict[str, Any]) -> None:
     wrong = dict(models(fakes)[0], url=fakes["openai"].chat_url)
     with pytest.raises(ConfigError, match="embedding models need"):
         parse_config({"models": [wrong]}, {})
+
+
+def test_max_batch_per_model(proxy: Callable[..., Proxy], fakes: dict[str, Any]) -> None:
+    app = proxy({"models": [dict(models(fakes)[0], max_batch=60)]})
+    answer = app.post("/v1/embeddings", {"model": "oa/embed", "input": INPUTS, "encoding_format": "float"})
+    assert [d["embedding"] for d in answer.get_json()["data"]] == [vector_for(t) for t in INPUTS]
+    assert [len(r.json["input"]) for r in fakes["openai"].requests_for("embeddings")] == [60, 60, 60, 60, 10]
