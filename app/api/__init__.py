@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from flask import Flask
 
-from app.api import chat, embeddings, health, hooks, images, metrics, models, openapi, quota, status
+from app.api import audio, chat, embeddings, health, hooks, images, metrics, models, openapi, quota, status
 
 
 def register(app: Flask) -> None:
     hooks.install(app)
-    for module in (health, chat, models, images, embeddings, quota, metrics, status, openapi):
+    for module in (health, chat, models, images, embeddings, audio, quota, metrics, status, openapi):
         app.register_blueprint(module.bp)
