@@ -90,6 +90,8 @@ def test_openapi_json_is_public_and_covers_the_routes(fuzz_server):
         "/v1/chat/completions",
         "/v1/images/generations",
         "/image",
+        "/v1/embeddings",
+        "/v1/audio/transcriptions",
         "/v1/models",
         "/v1/quota",
         "/health",
