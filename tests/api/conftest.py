@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -36,9 +37,19 @@ class Proxy:
         return self.client.get(path, headers=self.auth)
 
 
-def flush_logs() -> None:
-    for handler in logging.getLogger("ai_proxy").handlers:
-        handler.flush()
+class LogCapture:
+    """What the proxy's own log handler writes (call after the app is built: it owns the handler)."""
+
+    def __init__(self) -> None:
+        self.buffer = io.StringIO()
+        for handler in logging.getLogger("ai_proxy").handlers:
+            if isinstance(handler, logging.StreamHandler):
+                handler.setStream(self.buffer)
+
+    def text(self) -> str:
+        for handler in logging.getLogger("ai_proxy").handlers:
+            handler.flush()
+        return self.buffer.getvalue()
 
 
 @pytest.fixture
