@@ -32,6 +32,7 @@ KINDS = (CHAT, IMAGE, EMBEDDING, TRANSCRIPTION)  # what a model may serve (`kind
 OPENAI_CHAT = "app.providers.openai:OpenAICompatible"
 IMAGES = "app.providers.images:ImageProvider"
 EMBEDDINGS = "app.providers.embeddings:EmbeddingProvider"
+GIGACHAT_EMBEDDINGS = "app.providers.embeddings:GigaChatEmbeddings"  # through the SDK
 TRANSCRIPTIONS = "app.providers.transcription:TranscriptionProvider"
 # Image wire shapes (app.providers.images): OpenAI Images, Workers AI text-to-image, raw bytes.
 OPENAI_IMAGES, CLOUDFLARE_IMAGES, RAW_IMAGES = "openai", "cloudflare", "raw"
@@ -96,7 +97,11 @@ SPECS: dict[str, ProviderSpec] = {
             embedding_batch=96,
         ),
         ProviderSpec(
-            "gigachat", "the API base, …/api/v1", "app.providers.gigachat:GigaChat", compatible_urls=False
+            "gigachat",
+            "the API base, …/api/v1",
+            "app.providers.gigachat:GigaChat",
+            compatible_urls=False,
+            embedding_batch=100,
         ),
     )
 }
@@ -173,7 +178,7 @@ def adapter_path(model: ModelConfig) -> str:
     if model.kind == IMAGE:
         return IMAGES
     if model.kind == EMBEDDING:
-        return EMBEDDINGS
+        return GIGACHAT_EMBEDDINGS if model.provider == "gigachat" else EMBEDDINGS
     if model.kind == TRANSCRIPTION:
         return TRANSCRIPTIONS
     found = SPECS[model.provider]

@@ -14,6 +14,8 @@ rule, and the chat modules stay about chat.
   `meta.billed_units.input_tokens`.
 - `cloudflare`: `{url}/{model}` with `{"text": [...]}` (`@cf/baai/bge-*`); answer `result.data`.
   These models have one size: `dimensions` is refused.
+- `gigachat`: the SDK's public `embeddings(texts, model)` on the chat adapter's shared client (its
+  OAuth token and error mapping); no `dimensions`. Answer `data[].{index, embedding, usage}`.
 
 Upstreams are always asked for floats; the front API encodes base64 itself. The gateway splits the
 inputs into batches (`batch_size`) and calls `embed` once per batch.
@@ -33,6 +35,7 @@ from app.http import SessionPool, send
 from app.providers import CLOUDFLARE_IMAGES, OPENAI_EMBEDDINGS, cloudflare, embedding_batch, embedding_shape
 from app.providers.base import MAX_ERROR_BODY, ChunkStream, Completion, Embeddings, Provider, bearer_headers
 from app.providers.gemini import gemini_error
+from app.providers.gigachat import UPSTREAM_ERRORS, GigaChat
 from app.providers.images import endpoint_url
 from app.providers.shape import (
     TRANSLATION_ERRORS,
@@ -246,3 +249,39 @@ class EmbeddingProvider(Provider):
         except TRANSLATION_ERRORS as exc:  # the error boundary: never a 500, never the body
             raise malformed(name, cause=exc) from None
         return Embeddings(vectors, tokens, response.headers)
+
+
+def gigachat_answer(data: Any, model_name: str) -> tuple[list[list[float]], int | None]:
+    """The SDK's `Embeddings` as a dict: `data[].{index, embedding, usage.prompt_tokens}`."""
+    items = expect(expect(data, dict, "answer").get("data"), list, "data")
+    vectors, _ = openai_answer({"data": items}, model_name)
+    counts = [(item.get("usage") or {}).get("prompt_tokens") for item in items]
+    return vectors, sum(counts) if all(isinstance(c, int) for c in counts) else None
+
+
+class GigaChatEmbeddings(GigaChat):
+    """A GigaChat embedding model: the chat adapter's SDK client, OAuth and errors, another call."""
+
+    def complete(self, body: dict[str, Any]) -> Completion:
+        raise InvalidRequest(f"Model {self.model.name} is an embedding model, not chat", param="model")
+
+    def stream(self, body: dict[str, Any]) -> ChunkStream:
+        raise InvalidRequest(f"Model {self.model.name} is an embedding model, not chat", param="model")
+
+    def embed(self, inputs: list[Any], body: dict[str, Any]) -> Embeddings:
+        if body.get("dimensions") is not None:
+            raise InvalidRequest(
+                f"Model {self.model.name} makes vectors of one size: 'dimensions' is not supported",
+                param="dimensions",
+            )
+        try:
+            answer = self._sdk.embeddings(texts(inputs, self.model), model=self.model.upstream_model)
+        except UPSTREAM_ERRORS as exc:
+            raise self._error(exc) from None
+        try:
+            vectors, tokens = gigachat_answer(answer.model_dump(), self.model.name)
+            if len(vectors) != len(inputs):
+                raise MalformedAnswer("the answer has a different number of embeddings than inputs")
+        except TRANSLATION_ERRORS as exc:  # the error boundary: never a 500, never the body
+            raise malformed(self.model.name, cause=exc) from None
+        return Embeddings(vectors, tokens)

@@ -22,6 +22,7 @@ from tests.fakes.embeddings import (
     FakeCloudflareEmbeddings,
     FakeCohereEmbeddings,
     FakeGeminiEmbeddings,
+    FakeGigaChatEmbeddings,
     FakeOpenAIEmbeddings,
     vector_for,
 )
@@ -38,8 +39,9 @@ def fakes() -> Iterator[dict[str, Any]]:
         FakeGeminiEmbeddings() as gm,
         FakeCohereEmbeddings() as co,
         FakeCloudflareEmbeddings() as cf,
+        FakeGigaChatEmbeddings() as gc,
     ):
-        yield {"openai": oa, "gemini": gm, "cohere": co, "cloudflare": cf}
+        yield {"openai": oa, "gemini": gm, "cohere": co, "cloudflare": cf, "gigachat": gc}
 
 
 def embedding_model(name: str, provider: str, url: str, token: str, upstream: str, **extra: Any) -> dict:
@@ -48,7 +50,7 @@ def embedding_model(name: str, provider: str, url: str, token: str, upstream: st
 
 
 def models(fakes: dict[str, Any]) -> list[dict[str, Any]]:
-    oa, gm, co, cf = fakes["openai"], fakes["gemini"], fakes["cohere"], fakes["cloudflare"]
+    oa, gm, co, cf, gc = (fakes[k] for k in ("openai", "gemini", "cohere", "cloudflare", "gigachat"))
     return [
         embedding_model("oa/embed", "openai", oa.embeddings_url, UPSTREAM_KEY, "text-embedding-3-small"),
         embedding_model(
@@ -68,6 +70,16 @@ def models(fakes: dict[str, Any]) -> list[dict[str, Any]]:
             input_type="search_query",
         ),
         embedding_model("cf/bge", "cloudflare", cf.run_url, cf_fake.API_TOKEN, BGE),
+        embedding_model(
+            "giga/embed",
+            "gigachat",
+            gc.api_url,
+            "cid:secret",
+            "Embeddings",
+            auth_url=gc.auth_url,
+            scope=gc.scope,
+            verify_ssl_certs=False,
+        ),
         {"name": "oa/chat", "provider": "openai", "url": oa.chat_url, "token": UPSTREAM_KEY},
     ]
 
@@ -93,6 +105,7 @@ def client(app_proxy: Proxy) -> Iterator[openai.OpenAI]:
         ("gemini/embed", "gemini", "embed", 3),
         ("cohere/embed", "cohere", "embed", 3),
         ("cf/bge", "cloudflare", "run", 3),
+        ("giga/embed", "gigachat", "embeddings", 3),
     ],
 )
 def test_250_inputs_across_batches_in_order(
@@ -168,7 +181,7 @@ def test_token_arrays(app_proxy: Proxy, fakes: dict[str, Any]) -> None:
     ok = app_proxy.post("/v1/embeddings", {"model": "oa/embed", "input": [[1, 2, 3], [4, 5]]})
     assert ok.status_code == 200, ok.get_json()
     assert ok.get_json()["data"][1]["embedding"] == vector_for([4, 5])
-    for model in ("gemini/embed", "cohere/embed", "cf/bge"):
+    for model in ("gemini/embed", "cohere/embed", "cf/bge", "giga/embed"):
         refused = app_proxy.post("/v1/embeddings", {"model": model, "input": [1, 2, 3]})
         assert refused.status_code == 400
         error = refused.get_json()["error"]

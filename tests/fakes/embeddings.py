@@ -22,6 +22,7 @@ from . import gemini as gemini_fake
 from .cloudflare import FakeCloudflare
 from .cohere import FakeCohere
 from .gemini import FakeGemini
+from .gigachat import FakeGigaChat
 from .openai import FakeOpenAI
 from .server import Behavior, Recorded, Route
 
@@ -30,6 +31,7 @@ __all__ = [
     "FakeCloudflareEmbeddings",
     "FakeCohereEmbeddings",
     "FakeGeminiEmbeddings",
+    "FakeGigaChatEmbeddings",
     "FakeOpenAIEmbeddings",
     "vector_for",
 ]
@@ -207,3 +209,28 @@ class FakeCloudflareEmbeddings(FakeCloudflare):
                 "messages": [],
             }
         )
+
+
+class FakeGigaChatEmbeddings(FakeGigaChat):
+    """FakeGigaChat (OAuth, bearer tokens) plus route `embeddings` (POST `/api/v1/embeddings`)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_route("embeddings", "POST", "/api/v1/embeddings", self.embeddings_answer)
+
+    @staticmethod
+    def embeddings_answer(req: Recorded) -> Behavior:
+        body = req.json or {}
+        texts = body.get("input")
+        if not isinstance(texts, list) or not texts or not body.get("model"):
+            return Behavior(status=422, json={"status": 422, "message": "input: field required"})
+        data = [
+            {
+                "object": "embedding",
+                "embedding": vector_for(t),
+                "index": i,
+                "usage": {"prompt_tokens": len(t) // 4 + 1},
+            }
+            for i, t in enumerate(texts)
+        ]
+        return Behavior(json={"object": "list", "data": data, "model": body["model"]})

@@ -100,6 +100,18 @@ def test_native_answers() -> None:
         embeddings.gemini_answer({"embeddings": [{"values": []}]}, "m")
 
 
+def test_gigachat_answer_sums_usage() -> None:
+    data = {
+        "data": [
+            {"index": 1, "embedding": [0.5], "usage": {"prompt_tokens": 2}},
+            {"index": 0, "embedding": [0.25], "usage": {"prompt_tokens": 3}},
+        ]
+    }
+    assert embeddings.gigachat_answer(data, "m") == ([[0.25], [0.5]], 5)
+    data["data"][0]["usage"] = None
+    assert embeddings.gigachat_answer(data, "m")[1] is None
+
+
 def test_base64_vector_is_little_endian_float32() -> None:
     raw = base64.b64decode(base64_vector([0.5, -1.0, 0.25]))
     assert raw == struct.pack("<3f", 0.5, -1.0, 0.25)
@@ -124,7 +136,10 @@ def test_registry_shapes_and_batches() -> None:
         96,
         100,
     ]
-    assert providers.kind_problem("gigachat", "embedding", "https://x/api/v1") is not None
+    assert providers.kind_problem("gigachat", "embedding", "https://x/api/v1") is None
+    assert providers.kind_problem("gigachat", "image", "https://x/api/v1") is not None
+    assert providers.kind_problem("gigachat", "transcription", "https://x/api/v1") is not None
+    assert providers.adapter_path(model(provider="gigachat")) == providers.GIGACHAT_EMBEDDINGS
     assert providers.kind_problem("groq", "transcription", "https://x/openai/v1/audio/transcriptions") is None
     assert providers.kind_problem("groq", "transcription", "https://x/openai/v1/chat/completions") is not None
     assert providers.kind_problem("cloudflare", "transcription", "https://x/ai/run") is None
