@@ -25,7 +25,7 @@ import orjson
 import requests
 
 from app.config import HttpConfig, ModelConfig
-from app.errors import InvalidRequest
+from app.errors import InvalidRequest, UpstreamError, UpstreamTimeout
 from app.http import SessionPool
 from app.providers import CLOUDFLARE_IMAGES, cloudflare, transcribes_openai
 from app.providers.base import MAX_ERROR_BODY, ChunkStream, Completion, Provider, Transcript
@@ -249,9 +249,9 @@ class TranscriptionProvider(Provider):
                 self.url, data=data, headers={**self._auth, **headers}, timeout=self._timeout, stream=True
             )
         except requests.Timeout:
-            raise error_for_status(504, "", name) from None
+            raise UpstreamTimeout(f"Upstream for model {name} timed out") from None
         except requests.RequestException:
-            raise error_for_status(502, "could not connect", name) from None
+            raise UpstreamError(f"Could not reach the upstream of model {name}") from None
         with response:
             content = response.raw.read(MAX_ANSWER_BYTES + 1, decode_content=True) or b""
             if response.status_code >= 400:

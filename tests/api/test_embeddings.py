@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
+import langchain_openai
 import openai
 import pytest
 
@@ -274,3 +275,17 @@ def test_max_batch_per_model(proxy: Callable[..., Proxy], fakes: dict[str, Any])
     answer = app.post("/v1/embeddings", {"model": "oa/embed", "input": INPUTS, "encoding_format": "float"})
     assert [d["embedding"] for d in answer.get_json()["data"]] == [vector_for(t) for t in INPUTS]
     assert [len(r.json["input"]) for r in fakes["openai"].requests_for("embeddings")] == [60, 60, 60, 60, 10]
+
+
+def test_langchain_openai_embeddings(app_proxy: Proxy) -> None:
+    http = httpx.Client(transport=httpx.WSGITransport(app=app_proxy.app))
+    embedder = langchain_openai.OpenAIEmbeddings(
+        model="gemini/embed",
+        base_url="http://proxy.test/v1",
+        api_key=CLIENT_KEY,
+        http_client=http,
+        check_embedding_ctx_length=False,  # no tiktoken download: the proxy takes the text as it is
+        max_retries=0,
+    )
+    assert embedder.embed_documents(INPUTS) == [vector_for(text) for text in INPUTS]
+    assert embedder.embed_query("what is it?") == vector_for("what is it?")
