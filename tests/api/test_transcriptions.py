@@ -208,3 +208,30 @@ def test_render_formats() -> None:
     assert srt == b"1\n00:00:00,000 --> 00:01:01,250\nhello world\n"
     vtt, _ = render(result, "vtt", None)
     assert vtt == b"WEBVTT\n\n00:00:00.000 --> 00:01:01.250\nhello world\n"
+
+
+def test_audio_limit_not_body_limit_applies(
+    proxy: Callable[..., Proxy], groq: FakeOpenAITranscription, cloudflare: FakeCloudflareWhisper
+) -> None:
+    app = proxy(config(groq, cloudflare, max_body_bytes=1024))  # JSON bodies: 1 KiB; audio: the default
+    data = {"model": "groq/whisper", "file": (io.BytesIO(AUDIO), "a.wav")}
+    answer = app.client.post(
+        "/v1/audio/transcriptions", data=data, headers=app.auth, content_type="multipart/form-data"
+    )
+    assert answer.status_code == 200, answer.get_json()
+    assert answer.get_json()["text"] == f"heard {len(AUDIO)} bytes"
+
+
+def test_unreachable_upstream_is_502(
+    proxy: Callable[..., Proxy], groq: FakeOpenAITranscription, cloudflare: FakeCloudflareWhisper
+) -> None:
+    raw = config(groq, cloudflare)
+    raw["models"][0]["url"] = "http://127.0.0.1:9/v1/audio/transcriptions"  # the discard port: refused
+    app = proxy(raw)
+    data = {"model": "groq/whisper", "file": (io.BytesIO(AUDIO), "a.wav")}
+    answer = app.client.post(
+        "/v1/audio/transcriptions", data=data, headers=app.auth, content_type="multipart/form-data"
+    )
+    assert answer.status_code == 502
+    assert "groq/whisper" in answer.get_json()["error"]["message"]
+    assert "127.0.0.1" not in answer.get_json()["error"]["message"]
