@@ -20,6 +20,7 @@ FIELDS = (
     "method",
     "path",
     "status",
+    "client",
     "model",
     "served",
     "attempts",

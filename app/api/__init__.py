@@ -4,10 +4,23 @@ from __future__ import annotations
 
 from flask import Flask
 
-from app.api import audio, chat, embeddings, health, hooks, images, metrics, models, openapi, quota, status
+from app.api import (
+    audio,
+    chat,
+    embeddings,
+    health,
+    hooks,
+    images,
+    metrics,
+    models,
+    openapi,
+    quota,
+    status,
+    usage,
+)
 
 
 def register(app: Flask) -> None:
     hooks.install(app)
-    for module in (health, chat, models, images, embeddings, audio, quota, metrics, status, openapi):
+    for module in (health, chat, models, images, embeddings, audio, quota, metrics, status, openapi, usage):
         app.register_blueprint(module.bp)

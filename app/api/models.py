@@ -5,10 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response, current_app, g
 from flask.blueprints import BlueprintSetupState
 
+from app.api.render import services
+from app.clients import Client
 from app.config import Config
+from app.errors import ProxyError
+from app.routing import Router
 
 bp = Blueprint("models", __name__)
 
@@ -33,4 +37,22 @@ def _render_once(setup: BlueprintSetupState) -> None:
 @bp.get("/v1/models")
 @bp.get("/models")
 def list_models() -> Response:
-    return Response(current_app.extensions["ai_proxy.models"], mimetype="application/json")
+    client = g.trace.client
+    if client is None or not client.patterns:
+        return Response(current_app.extensions["ai_proxy.models"], mimetype="application/json")
+    listing = orjson.loads(current_app.extensions["ai_proxy.models"])
+    state = services()
+    kinds = sorted({m.kind for m in state.config.enabled_models})
+    listing["data"] = [e for e in listing["data"] if _may_use(client, state.router, kinds, e["id"])]
+    return Response(orjson.dumps(listing), mimetype="application/json")
+
+
+def _may_use(client: Client, router: Router, kinds: list[str], name: str) -> bool:
+    """Would a request for `name` pass the client's allow-list (whatever kind of model it is)?"""
+    for kind in kinds:
+        try:
+            client.allowed(name, router.resolve(name, kind))
+        except ProxyError:
+            continue
+        return True
+    return False

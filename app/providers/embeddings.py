@@ -14,8 +14,9 @@ rule, and the chat modules stay about chat.
   `meta.billed_units.input_tokens`.
 - `cloudflare`: `{url}/{model}` with `{"text": [...]}` (`@cf/baai/bge-*`); answer `result.data`.
   These models have one size: `dimensions` is refused.
-- `gigachat`: the SDK's public `embeddings(texts, model)` on the chat adapter's shared client (its
-  OAuth token and error mapping); no `dimensions`. Answer `data[].{index, embedding, usage}`.
+- `gigachat`: `{url}/embeddings` with `{"model", "input": [texts]}` (what the SDK's `embeddings` call
+  sends), through the chat adapter's OAuth token and error handling; no `dimensions`. Answer
+  `data[].{index, embedding, usage}`.
 
 Upstreams are always asked for floats; the front API encodes base64 itself. The gateway splits the
 inputs into batches (`batch_size`) and calls `embed` once per batch.
@@ -27,15 +28,22 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
-import requests
 
 from app.config import HttpConfig, ModelConfig
 from app.errors import InvalidRequest, ProxyError
-from app.http import SessionPool, send
+from app.http import SessionPool
 from app.providers import CLOUDFLARE_IMAGES, OPENAI_EMBEDDINGS, cloudflare, embedding_batch, embedding_shape
-from app.providers.base import MAX_ERROR_BODY, ChunkStream, Completion, Embeddings, Provider, bearer_headers
+from app.providers.base import (
+    MAX_ERROR_BODY,
+    ChunkStream,
+    Completion,
+    Embeddings,
+    Provider,
+    UpstreamRequest,
+    bearer_headers,
+)
 from app.providers.gemini import gemini_error
-from app.providers.gigachat import UPSTREAM_ERRORS, GigaChat
+from app.providers.gigachat import GigaChat
 from app.providers.images import endpoint_url
 from app.providers.shape import (
     TRANSLATION_ERRORS,
@@ -206,14 +214,13 @@ class EmbeddingProvider(Provider):
 
     def __init__(self, model: ModelConfig, sessions: SessionPool, http: HttpConfig) -> None:
         super().__init__(model, sessions, http)
-        self.session: requests.Session = sessions.get(model.provider)
+        self.transport = sessions.transport(model.provider)
         self.shape = embedding_shape(model.provider, model.url) or OPENAI_EMBEDDINGS
         self.batch_size = model.max_batch or embedding_batch(model.provider, model.url)
         self.takes_tokens = self.shape == OPENAI_EMBEDDINGS
         self._build, self._parse = SHAPES[self.shape]
         self._url = endpoint(model, self.shape)
         self._headers = request_headers(model, self.shape)
-        self._timeout = (http.connect_timeout, http.read_timeout)
 
     def complete(self, body: dict[str, Any]) -> Completion:
         raise InvalidRequest(
@@ -228,20 +235,14 @@ class EmbeddingProvider(Provider):
     def embed(self, inputs: list[Any], body: dict[str, Any]) -> Embeddings:
         payload = orjson.dumps(self._build(inputs, body, self.model))
         name = self.model.name
-        response = send(
-            self.session,
-            self._url,
-            data=payload,
-            headers=self._headers,
-            timeout=self._timeout,
-            stream=False,
-            model_name=name,
+        response = self.transport.post(
+            self._url, data=payload, headers=self._headers, stream=False, model_name=name
         )
-        content = response.content
-        if response.status_code >= 400:
-            raise parse_error(
-                self.shape, response.status_code, content[:MAX_ERROR_BODY], response.headers, name
-            )
+        with response:
+            if response.status_code >= 400:
+                head = response.error_body(MAX_ERROR_BODY)
+                raise parse_error(self.shape, response.status_code, head, response.headers, name)
+            content = response.read()
         try:
             vectors, tokens = self._parse(orjson.loads(content), name)
             if len(vectors) != len(inputs):
@@ -252,7 +253,7 @@ class EmbeddingProvider(Provider):
 
 
 def gigachat_answer(data: Any, model_name: str) -> tuple[list[list[float]], int | None]:
-    """The SDK's `Embeddings` as a dict: `data[].{index, embedding, usage.prompt_tokens}`."""
+    """GigaChat's `/embeddings` answer: `data[].{index, embedding, usage.prompt_tokens}`."""
     items = expect(expect(data, dict, "answer").get("data"), list, "data")
     vectors, _ = openai_answer({"data": items}, model_name)
     counts = [(item.get("usage") or {}).get("prompt_tokens") for item in items]
@@ -260,7 +261,12 @@ def gigachat_answer(data: Any, model_name: str) -> tuple[list[list[float]], int 
 
 
 class GigaChatEmbeddings(GigaChat):
-    """A GigaChat embedding model: the chat adapter's SDK client, OAuth and errors, another call."""
+    """A GigaChat embedding model: the chat adapter's OAuth token, 401 refresh, errors and redaction,
+    another endpoint (`{url}/embeddings`, `{"model", "input": [texts]}`)."""
+
+    def __init__(self, model: ModelConfig, sessions: SessionPool, http: HttpConfig) -> None:
+        super().__init__(model, sessions, http)
+        self.embeddings_url = model.url.rstrip("/") + "/embeddings"
 
     def complete(self, body: dict[str, Any]) -> Completion:
         raise InvalidRequest(f"Model {self.model.name} is an embedding model, not chat", param="model")
@@ -274,14 +280,23 @@ class GigaChatEmbeddings(GigaChat):
                 f"Model {self.model.name} makes vectors of one size: 'dimensions' is not supported",
                 param="dimensions",
             )
+        payload = orjson.dumps({"model": self.model.upstream_model, "input": texts(inputs, self.model)})
+        headers = {"Content-Type": "application/json", "Accept": "application/json", **self.model.headers}
         try:
-            answer = self._sdk.embeddings(texts(inputs, self.model), model=self.model.upstream_model)
-        except UPSTREAM_ERRORS as exc:
-            raise self._error(exc) from None
+            request = UpstreamRequest(
+                self.embeddings_url, payload, {**headers, "Authorization": f"Bearer {self.token.get()}"}
+            )
+            with self._post(request, stream=False) as response:
+                if response.status_code >= 400:
+                    head = response.error_body(MAX_ERROR_BODY)
+                    raise self.parse_error(response.status_code, head, response.headers)
+                content, answer_headers = response.read(), response.headers
+        except ProxyError as exc:
+            raise self._redacted(exc) from None
         try:
-            vectors, tokens = gigachat_answer(answer.model_dump(), self.model.name)
+            vectors, tokens = gigachat_answer(orjson.loads(content), self.model.name)
             if len(vectors) != len(inputs):
                 raise MalformedAnswer("the answer has a different number of embeddings than inputs")
         except TRANSLATION_ERRORS as exc:  # the error boundary: never a 500, never the body
             raise malformed(self.model.name, cause=exc) from None
-        return Embeddings(vectors, tokens)
+        return Embeddings(vectors, tokens, answer_headers)

@@ -37,6 +37,11 @@ class Proxy:
         return self.client.get(path, headers=self.auth)
 
 
+def flush_logs() -> None:
+    for handler in logging.getLogger("ai_proxy").handlers:
+        handler.flush()
+
+
 class LogCapture:
     """What the proxy's own log handler writes (call after the app is built: it owns the handler)."""
 
@@ -47,8 +52,7 @@ class LogCapture:
                 handler.setStream(self.buffer)
 
     def text(self) -> str:
-        for handler in logging.getLogger("ai_proxy").handlers:
-            handler.flush()
+        flush_logs()
         return self.buffer.getvalue()
 
 
