@@ -63,3 +63,8 @@ DONE = b"data: [DONE]\n\n"
 
 def encode(payload: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def encode_event(name: str, payload: dict[str, Any]) -> bytes:
+    """One SSE event with an `event:` line, as Anthropic's and the Responses API's streams have."""
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"

@@ -28,7 +28,7 @@ log = logging.getLogger("ai_proxy.access")
 errors_log = logging.getLogger("ai_proxy.errors")
 
 PUBLIC_ENDPOINTS = frozenset(
-    {"health.health", "health.ping", "static", "status.status_page", "openapi.openapi_json"}
+    {"health.health", "health.ping", "health.root", "static", "status.status_page", "openapi.openapi_json"}
 )
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
@@ -69,7 +69,10 @@ def install(app: Flask) -> None:
         g.trace = Trace()
         if keys and request.endpoint not in public and not _authorized(keys):
             return error_response(
-                AuthenticationFailed("Invalid or missing API key. Send it as 'Authorization: Bearer <key>'.")
+                AuthenticationFailed(
+                    "Invalid or missing API key. "
+                    "Send it as 'Authorization: Bearer <key>' or as 'x-api-key: <key>'."
+                )
             )
         return None
 
@@ -104,10 +107,13 @@ def install(app: Flask) -> None:
 
 
 def _authorized(keys: tuple[bytes, ...]) -> bool:
-    """Constant-time comparison against every configured key."""
+    """Constant-time comparison against every configured key, sent as `Authorization: Bearer <key>`
+    or as `x-api-key: <key>` (Anthropic's clients)."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
+        token = request.headers.get("x-api-key", "")
+    if not token.strip():
         return False
     given = token.strip().encode()
     matched = False
