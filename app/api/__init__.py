@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from flask import Flask
 
-from app.api import anthropic, chat, health, hooks, images, metrics, models, openapi, quota, status
+from app.api import anthropic, chat, health, hooks, images, metrics, models, openapi, quota, responses, status
 
 
 def register(app: Flask) -> None:
     hooks.install(app)
-    for module in (health, chat, anthropic, models, images, quota, metrics, status, openapi):
+    for module in (health, chat, anthropic, responses, models, images, quota, metrics, status, openapi):
         app.register_blueprint(module.bp)

@@ -25,15 +25,15 @@ from app.api.blocks import (
     BlockEvent,
     BlockOpened,
     Finished,
-    Usage,
     answer_from_completion,
+    estimate_input_tokens,
     fold_stream,
+    usage_or_estimate,
 )
 from app.api.chat import parse_json_object
 from app.api.render import error_shape, json_response, retry_after_header, served_headers, services
 from app.errors import InvalidRequest, ProxyError, ServiceUnavailable
 from app.events import StreamFailed
-from app.gateway import request_length
 from app.sse import encode_event
 
 bp = Blueprint("anthropic", __name__)
@@ -235,12 +235,6 @@ def _reasoning_effort(thinking: Any) -> str | None:
     return next((effort for bound, effort in EFFORT_BOUNDS if budget <= bound), "high")
 
 
-def estimate_input_tokens(chat: dict[str, Any]) -> int:
-    """About four characters a token, over the messages and the tools' schemas."""
-    chars = request_length(chat["messages"]) + len(orjson.dumps(chat.get("tools") or []))
-    return max(1, (chars + 3) // 4)
-
-
 # --- answer --------------------------------------------------------------------------------------
 def new_message_id() -> str:
     return "msg_" + secrets.token_hex(12)
@@ -268,11 +262,8 @@ def _input(block: Block) -> Any:
     return value if isinstance(value, dict) else {}
 
 
-def usage_dict(usage: Usage | None, input_estimate: int, blocks: Iterable[Block]) -> dict[str, int]:
-    """The upstream's usage, or an estimate when it reported none."""
-    if usage is None:
-        output = sum(len(b.text) for b in blocks)
-        return {"input_tokens": input_estimate, "output_tokens": (output + 3) // 4}
+def usage_dict(answer: Answer, input_estimate: int) -> dict[str, int]:
+    usage = usage_or_estimate(answer, input_estimate)
     return {
         "input_tokens": usage.input_tokens - usage.cached_tokens,
         "output_tokens": usage.output_tokens,
@@ -295,7 +286,7 @@ def message_from(answer: Answer, message_id: str, input_estimate: int = 0) -> di
         "content": [content_block(b, whole=True) for b in answer.blocks],
         "stop_reason": stop_reason(answer.finish_reason),
         "stop_sequence": None,
-        "usage": usage_dict(answer.usage, input_estimate, answer.blocks),
+        "usage": usage_dict(answer, input_estimate),
     }
 
 
@@ -324,7 +315,7 @@ def message_events(
         elif isinstance(event, Finished):
             answer = event.answer
             delta = {"stop_reason": stop_reason(answer.finish_reason), "stop_sequence": None}
-            usage = usage_dict(answer.usage, input_estimate, answer.blocks)
+            usage = usage_dict(answer, input_estimate)
             yield encode_event("message_delta", {"type": "message_delta", "delta": delta, "usage": usage})
             yield encode_event("message_stop", {"type": "message_stop"})
         elif isinstance(event, StreamFailed):

@@ -13,7 +13,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from app.events import Heartbeat, StreamEvent, StreamFailed
+from app.gateway import request_length
 
 REASONING, TEXT, TOOL_CALL = "reasoning", "text", "tool_call"
 
@@ -88,6 +91,20 @@ def usage_from(raw: Any) -> Usage | None:
         reasoning_tokens=_count(details.get("reasoning_tokens")) if isinstance(details, dict) else 0,
         cached_tokens=_count(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else 0,
     )
+
+
+def estimate_input_tokens(chat: dict[str, Any]) -> int:
+    """About four characters a token, over a chat request's messages and its tools' schemas."""
+    chars = request_length(chat["messages"]) + len(orjson.dumps(chat.get("tools") or []))
+    return max(1, (chars + 3) // 4)
+
+
+def usage_or_estimate(answer: Answer, input_estimate: int) -> Usage:
+    """The upstream's usage, or an estimate (four characters a token) when it reported none."""
+    if answer.usage is not None:
+        return answer.usage
+    output = sum(len(b.text) for b in answer.blocks)
+    return Usage(input_tokens=input_estimate, output_tokens=(output + 3) // 4)
 
 
 def _count(value: Any) -> int:
