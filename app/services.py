@@ -31,7 +31,9 @@ def build_services(config: Config) -> Services:
     """Sessions, storage, router, one provider per enabled model, and the gateway over them."""
     sessions = SessionPool(config.http)
     storage = create_storage(config.storage, namespace="ai-proxy")
-    router = Router(config.models, storage, config.routing, config.breaker, clock=time.time)
+    router = Router(
+        config.models, storage, config.routing, config.breaker, clock=time.time, aliases=config.aliases
+    )
     providers = {m.name: build_provider(m, sessions, config.http) for m in config.enabled_models}
     gateway = Gateway(config, router, providers)
     return Services(config, sessions, router, providers, gateway, time.time())

@@ -1,4 +1,4 @@
-"""GET /v1/models: every enabled model and every group, in OpenAI's list shape."""
+"""GET /v1/models: every enabled model, group and alias, in OpenAI's list shape; GET /v1/models/{id}."""
 
 from __future__ import annotations
 
@@ -8,19 +8,34 @@ import orjson
 from flask import Blueprint, Response, current_app
 from flask.blueprints import BlueprintSetupState
 
-from app.config import Config
+from app.api.render import json_response
+from app.config import Config, alias_target
+from app.errors import ModelNotFound
 
 bp = Blueprint("models", __name__)
 
 
 def model_list(config: Config, created: int) -> dict[str, Any]:
-    data: list[dict[str, Any]] = [
-        {"id": m.name, "object": "model", "created": created, "owned_by": m.provider}
-        for m in config.enabled_models
-    ]
+    data = [_entry(m.name, created, m.provider) for m in config.enabled_models]
     groups = sorted({m.group for m in config.enabled_models if m.group})
-    data += [{"id": g, "object": "model", "created": created, "owned_by": "ai-proxy"} for g in groups]
+    data += [_entry(g, created) for g in groups]
+    data += [_entry(a, created) for a, _ in config.aliases]
     return {"object": "list", "data": data}
+
+
+def _entry(model_id: str, created: int, owner: str = "ai-proxy") -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": created, "owned_by": owner}
+
+
+def model_entry(config: Config, model_id: str, created: int) -> dict[str, Any]:
+    """One model, group, or name an alias covers (as asked), like an entry of the list; else a 404."""
+    for m in config.enabled_models:
+        if m.name == model_id:
+            return _entry(m.name, created, m.provider)
+    groups = {m.group for m in config.enabled_models if m.group}
+    if model_id.upper() in groups or alias_target(config.aliases, model_id) is not None:
+        return _entry(model_id, created)
+    raise ModelNotFound(f"The model '{model_id}' does not exist", param="model")
 
 
 @bp.record_once
@@ -34,3 +49,10 @@ def _render_once(setup: BlueprintSetupState) -> None:
 @bp.get("/models")
 def list_models() -> Response:
     return Response(current_app.extensions["ai_proxy.models"], mimetype="application/json")
+
+
+@bp.get("/v1/models/<path:model_id>")
+@bp.get("/models/<path:model_id>")
+def get_model(model_id: str) -> Response:
+    state = current_app.extensions["ai_proxy"]
+    return json_response(model_entry(state.config, model_id, int(state.started_at)))

@@ -17,7 +17,7 @@ from typing import Any
 
 from pybreaker import CircuitBreaker, CircuitBreakerError
 
-from app.config import BreakerConfig, ModelConfig, RoutingConfig
+from app.config import BreakerConfig, ModelConfig, RoutingConfig, alias_target
 from app.errors import (
     InvalidRequest,
     ModelNotFound,
@@ -65,8 +65,10 @@ class Router:
         routing: RoutingConfig,
         breaker: BreakerConfig,
         clock: Callable[[], float] = time.time,
+        aliases: Sequence[tuple[str, str]] = (),
     ) -> None:
         enabled = [m for m in models if m.enabled]
+        self._aliases = tuple(aliases)
         self._storage = storage
         self._clock = clock
         self._cooldown = routing.cooldown_seconds
@@ -94,16 +96,22 @@ class Router:
         self._seen: dict[str, tuple[int, int, int]] = {}
 
     def resolve(self, name: str, kind: str) -> list[ModelConfig]:
-        """A concrete model by its exact name, or the enabled models of a group (any case)."""
+        """A concrete model by its exact name, or the enabled models of a group (any case); else
+        the target of the first alias that matches the name (an exact name always wins)."""
+        candidates = self._exact(name, kind)
+        if candidates is None and name not in self._models:
+            target = alias_target(self._aliases, name)
+            candidates = self._exact(target, kind) if target is not None else None
+        if not candidates:
+            raise ModelNotFound(f"The model '{name}' does not exist")
+        return candidates
+
+    def _exact(self, name: str, kind: str) -> list[ModelConfig] | None:
         model = self._models.get(name)
         if model is not None:
-            if model.kind == kind:
-                return [model]
-        else:
-            group = self._groups.get((name.upper(), kind))
-            if group:
-                return list(group)
-        raise ModelNotFound(f"The model '{name}' does not exist")
+            return [model] if model.kind == kind else None
+        group = self._groups.get((name.upper(), kind))
+        return list(group) if group else None
 
     def acquire(
         self,

@@ -33,6 +33,7 @@ def front_config(fake: FakeOpenAI) -> dict[str, Any]:
             model("fake/small-b", "SMALL", 2),
             model("fake/big", "BIG", 1),
         ],
+        "aliases": {"claude-*haiku*": "SMALL", "claude-*": "BIG", "gpt-*": "BIG"},
         "server": {"heartbeat_seconds": 5},
         "http": {"connect_timeout": 2, "read_timeout": 10, "stream_idle_timeout": 5},
         "retry": {"max_attempts": 1},

@@ -53,12 +53,17 @@ def test_create_with_beta_query_and_bearer_auth(front_server, fake: FakeOpenAI):
             "anthropic-version": "2023-06-01",
             "anthropic-beta": "claude-code-20250219,interleaved-thinking-2025-05-14",
         },
-        json={"model": "SMALL", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]},
+        json={
+            "model": "claude-sonnet-4-5",
+            "max_tokens": 50,
+            "messages": [{"role": "user", "content": "hi"}],
+        },
         timeout=10,
     )
     assert answer.status_code == 200, answer.text
     assert answer.json()["content"] == [{"type": "text", "text": "Beta hello"}]
-    assert answer.headers["X-AI-Proxy-Model"] == "fake/small-a"
+    assert answer.headers["X-AI-Proxy-Model"] == "fake/big"  # by the alias claude-* -> BIG
+    assert answer.json()["model"] == "fake/big"
 
 
 def test_stream(client, fake: FakeOpenAI):

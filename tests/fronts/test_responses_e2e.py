@@ -55,7 +55,8 @@ def test_stream(client, fake: FakeOpenAI):
 
 def test_function_tool_round_trip(client, fake: FakeOpenAI):
     fake.push_chat(tool_calls=[tool_call("shell", {"cmd": "ls"}, id="call_r1")])
-    first = client.responses.create(model="SMALL", input="List the files", tools=[SHELL])
+    first = client.responses.create(model="gpt-5.1-codex", input="List the files", tools=[SHELL])
+    assert first.model == "fake/big"  # by the alias gpt-* -> BIG
     call = next(item for item in first.output if item.type == "function_call")
     assert (call.call_id, call.name, json.loads(call.arguments)) == ("call_r1", "shell", {"cmd": "ls"})
 
