@@ -24,18 +24,20 @@ def create_app(config: Config | None = None) -> Flask:
     from app import api
     from app.config import load_config
     from app.logs import setup_logging
-    from app.services import build_services
+    from app.redact import Redactor
+    from app.services import build_services, config_secrets
 
     if config is None:
         from dotenv import load_dotenv
 
         load_dotenv(override=False)
         config = load_config()
-    setup_logging(config.log_level, config.log_format)
+    redactor = Redactor(config_secrets(config))
+    setup_logging(config.log_level, config.log_format, redactor)
     log = logging.getLogger("ai_proxy")
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
-    app.extensions["ai_proxy"] = build_services(config)
+    app.extensions["ai_proxy"] = build_services(config, redactor)
     api.register(app)
     if not config.server.api_keys:
         log.warning(

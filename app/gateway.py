@@ -1,13 +1,19 @@
 """The one path every request takes: route, guard, call, settle.
 
-The gateway knows neither Flask nor any provider's wire format: it asks the router for a model,
-calls that model's provider, reports the outcome back to the router and falls back when it may.
+The gateway knows neither Flask nor any provider's wire format, and writes no bytes: it asks the router
+for a model, calls that model's provider, reports the outcome back to the router and falls back when it
+may. A front API (Chat Completions, Anthropic Messages, Responses, ...) translates its request into the
+internal chat request (OpenAI Chat Completions' shape), calls `Gateway.chat` once and gets a `ChatAnswer`
+or, for `stream: true`, a `StreamAnswer` whose events (app.events) it writes in its own format.
+
+Everything a provider raises passes one boundary (`_upstream_failure`): a ProxyError leaves with its
+message redacted, anything else becomes a retryable UpstreamError and one WARNING line.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
+import logging
 import queue
 import random
 import time
@@ -18,13 +24,14 @@ from typing import Any, TypeVar
 
 from app.config import Config, ModelConfig
 from app.errors import ModelNotFound, ProxyError, RateLimited, ServiceUnavailable, UpstreamError
-from app.providers import ChunkStream, ImageResult, Provider
+from app.events import HEARTBEAT, StreamEvent, StreamFailed
+from app.providers import ChunkStream, Completion, ImageResult, Provider
 from app.providers.reasoning import ReasoningStream, split_reasoning
+from app.redact import Redactor
 from app.routing import Reservation, Router, estimate_tokens
-from app.sse import DONE, encode
 
 T = TypeVar("T")
-HEARTBEAT = b": keep-alive\n\n"
+log = logging.getLogger("ai_proxy.gateway")
 
 
 @dataclass(slots=True)
@@ -44,6 +51,8 @@ class Trace:
 
 @dataclass(slots=True)
 class ChatAnswer:
+    """A whole `chat.completion` from `model`, with the headers that describe its quota."""
+
     body: dict[str, Any]
     model: ModelConfig
     headers: dict[str, str]
@@ -51,9 +60,13 @@ class ChatAnswer:
 
 @dataclass(slots=True)
 class StreamAnswer:
+    """A started stream: `events` as app.events describes them. `model` and `headers` name the model
+    that serves, unless the stream had to start (heartbeats) before any model had sent content: then
+    they name the model being tried at that moment, and the chunks' `model` names the one that served."""
+
     model: ModelConfig
     headers: dict[str, str]
-    events: Iterator[bytes]
+    events: Iterator[StreamEvent]
 
 
 @dataclass(slots=True)
@@ -85,10 +98,6 @@ def has_content(chunk: dict[str, Any]) -> bool:
     return False
 
 
-def error_event(error: ProxyError) -> bytes:
-    return encode(error.to_dict())
-
-
 @dataclass(slots=True)
 class _Attempts:
     """Routing state of one client request across its attempts (distinct models, retries)."""
@@ -98,8 +107,35 @@ class _Attempts:
     length: int
     tokens: int
     trace: Trace
+    started: float = field(default_factory=time.perf_counter)
     tried: list[str] = field(default_factory=list)
     failures: list[tuple[str, ProxyError]] = field(default_factory=list)
+
+
+class _Upstream:
+    """One model's open upstream stream. The opening thread reads it up to its first content (`head`,
+    the content chunk last); the relay goes on with `chunks`. Every chunk passes `prepare` once."""
+
+    __slots__ = ("chunks", "head", "model", "reasoning", "stream", "usage")
+
+    def __init__(self, stream: ChunkStream, model: ModelConfig) -> None:
+        self.stream = stream
+        self.chunks: Iterator[dict[str, Any]] = iter(stream)
+        self.model = model
+        self.head: list[dict[str, Any]] = []
+        self.usage: Any = None
+        self.reasoning = ReasoningStream(model.reasoning) if model.reasoning != "keep" else None
+
+    def prepare(self, chunk: dict[str, Any]) -> None:
+        """Name the serving model, note the usage, apply the model's reasoning mode."""
+        chunk["model"] = self.model.name
+        if not chunk.get("choices") and "usage" in chunk:
+            self.usage = chunk["usage"]
+        elif self.reasoning is not None:
+            self.reasoning.process(chunk)
+
+
+Opened = tuple[Reservation, _Upstream]
 
 
 class Gateway:
@@ -109,12 +145,14 @@ class Gateway:
         router: Router,
         providers: Mapping[str, Provider],
         *,
+        redactor: Redactor | None = None,
         sleep: Callable[[float], None] = time.sleep,
         jitter: Callable[[], float] = random.random,
     ) -> None:
         self.config = config
         self.router = router
         self.providers = providers
+        self.redact = redactor if redactor is not None else Redactor()
         self._sleep = sleep
         self._jitter = jitter
         self._heartbeat = config.server.heartbeat_seconds
@@ -122,50 +160,43 @@ class Gateway:
         self._opener = ThreadPoolExecutor(max_workers=256, thread_name_prefix="ai-proxy-open")
 
     # --- public entry points -----------------------------------------------------------------
-    def chat(self, body: dict[str, Any], trace: Trace) -> ChatAnswer:
+    def chat(self, body: dict[str, Any], trace: Trace) -> ChatAnswer | StreamAnswer:
+        """The one call of every chat front API: `body` is the internal chat request (OpenAI Chat
+        Completions' shape, validated); `stream: true` gives a StreamAnswer, else a ChatAnswer.
+        Raises ProxyError (redacted) when no model can serve before anything was sent."""
+        return self.chat_stream(body, trace) if body.get("stream") else self.chat_complete(body, trace)
+
+    def chat_complete(self, body: dict[str, Any], trace: Trace) -> ChatAnswer:
         attempts = self._plan(body, "chat", trace)
-        reservation, completion = self._run(attempts, lambda p: p.complete(body))
-        answer = completion.body
-        answer["model"] = reservation.model.name
-        if reservation.model.reasoning != "keep":
-            split_reasoning(answer, reservation.model.reasoning)
-        usage = answer.get("usage")
+        reservation, completion = self._run(attempts, lambda p, m: _finished(p.complete(body), m))
+        usage = completion.body.get("usage")
         trace.usage = usage if isinstance(usage, dict) else None
         self.router.succeeded(reservation, completion.headers, _total_tokens(trace.usage))
-        return ChatAnswer(answer, reservation.model, self.router.ratelimit_headers(reservation.model))
+        model = reservation.model
+        return ChatAnswer(completion.body, model, self.router.ratelimit_headers(model))
 
     def chat_stream(self, body: dict[str, Any], trace: Trace) -> StreamAnswer:
-        """Open the upstream stream and relay it. Errors while it opens are ordinary HTTP errors,
-        unless opening takes longer than `heartbeat_seconds`: then the answer starts at once (200)
-        with heartbeats, so that no proxy or load balancer in between gives up on the first byte,
-        and a later failure is an error event."""
-        started = time.perf_counter()
+        """Open a stream and read it up to its first content, retrying and falling back on the way;
+        only then is the answer returned, so its headers name the model that serves. Errors before
+        that are ordinary HTTP errors. If no content has come after `heartbeat_seconds`, the answer
+        starts anyway with heartbeats (no proxy or load balancer in between gives up on the first
+        byte), the opening goes on behind them, and a later failure is a StreamFailed event."""
         attempts = self._plan(body, "chat", trace)
-        options = body.get("stream_options")
-        include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
-
-        def open_stream() -> tuple[Reservation, ChunkStream]:
-            return self._run(attempts, lambda p: _Prefetched(p.stream(body)))
-
         if self._heartbeat <= 0:
-            reservation, upstream = open_stream()
-        else:
-            opening = self._opener.submit(open_stream)
-            try:
-                reservation, upstream = opening.result(timeout=self._heartbeat)
-            except TimeoutError:
-                model = next(
-                    (m for m in attempts.candidates if m.name == trace.served), attempts.candidates[0]
-                )
-                events = self._relay_when_open(attempts, opening, body, include_usage, started)
-                return StreamAnswer(model, self.router.ratelimit_headers(model), events)
-        events = self._relay(attempts, reservation, upstream, body, include_usage, started)
-        return StreamAnswer(reservation.model, self.router.ratelimit_headers(reservation.model), events)
+            return self._streaming(attempts, self._open(attempts, body))
+        opening = self._opener.submit(self._open, attempts, body)
+        try:
+            opened = opening.result(timeout=self._heartbeat)
+        except TimeoutError:
+            model = next((m for m in attempts.candidates if m.name == trace.served), attempts.candidates[0])
+            events = self._relay_when_open(attempts, opening)
+            return StreamAnswer(model, self.router.ratelimit_headers(model), events)
+        return self._streaming(attempts, opened)
 
     def image(self, body: dict[str, Any], trace: Trace) -> ImageAnswer:
         prompt = body.get("prompt")
         attempts = self._plan_for(str(body.get("model") or ""), "image", len(prompt or ""), 0, trace)
-        reservation, result = self._run(attempts, lambda p: p.generate_image(body))
+        reservation, result = self._run(attempts, lambda p, m: p.generate_image(body))
         self.router.succeeded(reservation, result.headers, None)
         return ImageAnswer(result, reservation.model, self.router.ratelimit_headers(reservation.model))
 
@@ -187,7 +218,7 @@ class Gateway:
         concrete = len(candidates) == 1 and candidates[0].name == name
         return _Attempts(candidates, concrete, length, tokens, trace)
 
-    def _run(self, attempts: _Attempts, call: Callable[[Provider], T]) -> tuple[Reservation, T]:
+    def _run(self, attempts: _Attempts, call: Callable[[Provider, ModelConfig], T]) -> tuple[Reservation, T]:
         """Acquire a model and call it; on a retryable failure fall back to the next model."""
         trace = attempts.trace
         while True:
@@ -211,6 +242,7 @@ class Gateway:
 
     def _give_up_on(self, attempts: _Attempts, reservation: Reservation, exc: ProxyError) -> None:
         """Report a failed model to the router; raise when the request can't fall back any further."""
+        log.info("model %s failed: %s", reservation.model.name, exc.message)
         self.router.failed(reservation, exc)
         attempts.tried.append(reservation.model.name)
         attempts.failures.append((reservation.model.name, exc))
@@ -218,7 +250,9 @@ class Gateway:
         if not exc.retryable or len(attempts.tried) >= limit:
             raise self._exhausted(attempts, None)
 
-    def _call_with_retries(self, attempts: _Attempts, model: ModelConfig, call: Callable[[Provider], T]) -> T:
+    def _call_with_retries(
+        self, attempts: _Attempts, model: ModelConfig, call: Callable[[Provider, ModelConfig], T]
+    ) -> T:
         """A concrete model is retried with backoff and full jitter; a group falls back instead."""
         provider = self.providers[model.name]
         trace = attempts.trace
@@ -226,14 +260,29 @@ class Gateway:
             trace.attempts += 1
             started = time.perf_counter()
             try:
-                return call(provider)
-            except ProxyError as exc:
-                failure = exc
+                return call(provider, model)
+            except Exception as exc:  # the error boundary: see _upstream_failure
+                failure = self._upstream_failure(exc, model)
             finally:
                 trace.upstream_ms += (time.perf_counter() - started) * 1000.0
             if not self._may_retry(attempts, failure):
                 raise failure
             self._backoff(trace.attempts - 1, failure)
+
+    def _upstream_failure(self, exc: Exception, model: ModelConfig) -> ProxyError:
+        """What a provider raised, safe to store, render and log: a ProxyError keeps its type with its
+        message redacted (an upstream may echo a key); anything else is a retryable UpstreamError
+        that names the model, and one WARNING line with the exception's type (never a traceback)."""
+        if isinstance(exc, ProxyError):
+            message = self.redact(exc.message)
+            if message != exc.message:
+                exc.message = message
+                exc.args = (message,)
+            return exc
+        log.warning(
+            "model %s: the provider raised %s; treated as an upstream error", model.name, type(exc).__name__
+        )
+        return UpstreamError(f"Upstream for model {model.name} sent an answer the proxy could not read")
 
     def _may_retry(self, attempts: _Attempts, exc: ProxyError) -> bool:
         """Same-model retries: concrete models only, transient failures only. A 429 is retried
@@ -277,98 +326,70 @@ class Gateway:
         return ServiceUnavailable(message)
 
     # --- streaming ---------------------------------------------------------------------------
-    def _relay(
-        self,
-        attempts: _Attempts,
-        reservation: Reservation,
-        upstream: ChunkStream,
-        body: dict[str, Any],
-        include_usage: bool,
-        started: float,
-    ) -> Iterator[bytes]:
-        """Relay chunks as they arrive; before any content a failure is retried invisibly,
-        after it the stream ends with an OpenAI error event and [DONE], never silently."""
-        trace = attempts.trace
-        sent_content = False
-        try:
-            while True:
-                model = reservation.model
-                reasoning = ReasoningStream(model.reasoning) if model.reasoning != "keep" else None
-                usage: dict[str, Any] | None = None
-                held: list[bytes] = []  # chunks before the first content (role): dropped on a retry
-                try:
-                    for item in self._with_heartbeat(upstream):
-                        if item is None:
-                            yield HEARTBEAT
-                            continue
-                        item["model"] = model.name
-                        if not item.get("choices") and "usage" in item:
-                            usage = item["usage"]
-                            if include_usage:
-                                yield encode(item)
-                            continue
-                        if reasoning is not None:
-                            reasoning.process(item)
-                        if not sent_content:
-                            if not has_content(item):
-                                held.append(encode(item))
-                                continue
-                            sent_content = True
-                            trace.first_token_ms = (time.perf_counter() - started) * 1000.0
-                            yield from held
-                        yield encode(item)
-                    if not sent_content:
-                        raise UpstreamError(f"Upstream stream for model {model.name} ended without content")
-                except ProxyError as exc:
-                    _close(upstream)
-                    if sent_content:
-                        self.router.failed(reservation, exc)
-                        trace.stream_error = exc.message
-                        yield error_event(exc)
-                        yield DONE
-                        return
-                    if self._heartbeat <= 0:
-                        reservation, upstream = self._recover(attempts, reservation, exc, body)
-                    else:
-                        retry = self._opener.submit(self._recover, attempts, reservation, exc, body)
-                        reservation, upstream = yield from self._heartbeats_until(retry)
-                    continue
-                trace.usage = usage
-                self.router.succeeded(reservation, upstream.headers, _total_tokens(usage))
-                yield DONE
-                return
-        except ProxyError as exc:  # no model left to fall back to, before any content
-            trace.stream_error = exc.message
-            yield error_event(exc)
-            yield DONE
-        finally:
-            _close(upstream)
+    def _open(self, attempts: _Attempts, body: dict[str, Any]) -> Opened:
+        """A stream that has sent content. A failure before content (opening, a broken or empty
+        stream) is retried or falls back like any failed call: the client has seen nothing yet."""
+        return self._run(attempts, lambda p, m: self._read_head(p.stream(body), m, attempts))
 
-    def _relay_when_open(
-        self,
-        attempts: _Attempts,
-        opening: Future[tuple[Reservation, ChunkStream]],
-        body: dict[str, Any],
-        include_usage: bool,
-        started: float,
-    ) -> Iterator[bytes]:
-        """Heartbeats until the upstream stream opens, then the relay; failing to open is an error event."""
+    def _read_head(self, stream: ChunkStream, model: ModelConfig, attempts: _Attempts) -> _Upstream:
+        upstream = _Upstream(stream, model)
         try:
-            reservation, upstream = yield from self._heartbeats_until(opening)
+            for chunk in upstream.chunks:
+                upstream.prepare(chunk)
+                upstream.head.append(chunk)
+                if has_content(chunk):
+                    attempts.trace.first_token_ms = (time.perf_counter() - attempts.started) * 1000.0
+                    return upstream
+        except BaseException:
+            _close(stream)
+            raise
+        _close(stream)
+        raise UpstreamError(f"Upstream stream for model {model.name} ended without content")
+
+    def _streaming(self, attempts: _Attempts, opened: Opened) -> StreamAnswer:
+        model = opened[0].model
+        return StreamAnswer(model, self.router.ratelimit_headers(model), self._relay(attempts, *opened))
+
+    def _relay(
+        self, attempts: _Attempts, reservation: Reservation, upstream: _Upstream
+    ) -> Iterator[StreamEvent]:
+        """The head, then each chunk as it arrives (the usage chunk included). Content has reached
+        the client by now, so a failure ends the stream with StreamFailed, never silently."""
+        trace = attempts.trace
+        try:
+            yield from upstream.head
+            for chunk in self._with_heartbeat(upstream.chunks):
+                if chunk is not HEARTBEAT:
+                    upstream.prepare(chunk)
+                yield chunk
+        except Exception as exc:
+            error = self._upstream_failure(exc, reservation.model)
+            self.router.failed(reservation, error)
+            trace.stream_error = error.message
+            yield StreamFailed(error)
+            return
+        finally:
+            _close(upstream.stream)
+        trace.usage = upstream.usage if isinstance(upstream.usage, dict) else None
+        self.router.succeeded(reservation, upstream.stream.headers, _total_tokens(trace.usage))
+
+    def _relay_when_open(self, attempts: _Attempts, opening: Future[Opened]) -> Iterator[StreamEvent]:
+        """Heartbeats until a model has sent content, then the relay; no model able to is a StreamFailed."""
+        try:
+            opened = yield from self._heartbeats_until(opening)
         except ProxyError as exc:
             attempts.trace.stream_error = exc.message
-            yield error_event(exc)
-            yield DONE
+            yield StreamFailed(exc)
             return
-        yield from self._relay(attempts, reservation, upstream, body, include_usage, started)
+        yield from self._relay(attempts, *opened)
 
-    def _heartbeats_until(
-        self, opening: Future[tuple[Reservation, ChunkStream]]
-    ) -> Generator[bytes, None, tuple[Reservation, ChunkStream]]:
-        """A heartbeat every `heartbeat_seconds` until the background open is done; its result.
-        If the client leaves first, the stream is closed as soon as it opens."""
+    def _heartbeats_until(self, opening: Future[Opened]) -> Generator[StreamEvent, None, Opened]:
+        """A heartbeat at once (`heartbeat_seconds` have passed already), then one every
+        `heartbeat_seconds` until the background open is done; its result. If the client leaves
+        first, the stream is closed as soon as it opens."""
         taken = False
         try:
+            yield HEARTBEAT
             while True:
                 try:
                     result = opening.result(timeout=self._heartbeat)
@@ -381,44 +402,27 @@ class Gateway:
             if not taken:
                 opening.add_done_callback(_close_opened)
 
-    def _recover(
-        self, attempts: _Attempts, reservation: Reservation, failure: ProxyError, body: dict[str, Any]
-    ) -> tuple[Reservation, ChunkStream]:
-        """After a stream failed before any content: retry the same model or fall back."""
-        stream: Callable[[Provider], ChunkStream] = lambda p: _Prefetched(p.stream(body))  # noqa: E731
-        if self._may_retry(attempts, failure):
-            self._backoff(attempts.trace.attempts - 1, failure)
-            try:
-                return reservation, self._call_with_retries(attempts, reservation.model, stream)
-            except ProxyError as exc:
-                failure = exc
-        self._give_up_on(attempts, reservation, failure)
-        return self._run(attempts, stream)
-
-    def _with_heartbeat(self, upstream: ChunkStream) -> Iterator[dict[str, Any] | None]:
-        """Chunks from the upstream, with None every `heartbeat_seconds` the upstream is silent."""
-        first = upstream.first if isinstance(upstream, _Prefetched) else []
+    def _with_heartbeat(self, chunks: Iterator[dict[str, Any]]) -> Iterator[Any]:
+        """Chunks from the upstream, with HEARTBEAT every `heartbeat_seconds` the upstream is silent."""
         if self._heartbeat <= 0:
-            yield from first
-            yield from upstream
+            yield from chunks
             return
         inbox: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
 
         def pump() -> None:
             try:
-                for chunk in upstream:
+                for chunk in chunks:
                     inbox.put((0, chunk))
                 inbox.put((1, None))
             except BaseException as exc:  # handed to the consumer thread and raised there
                 inbox.put((2, exc))
 
         self._opener.submit(pump)  # a pooled thread: starting a new one per stream costs ~0.1 ms
-        yield from first  # read by the opening thread: sent without waiting for the reader
         while True:
             try:
                 kind, value = inbox.get(timeout=self._heartbeat)
             except queue.Empty:
-                yield None
+                yield HEARTBEAT
                 continue
             if kind == 0:
                 yield value
@@ -428,40 +432,32 @@ class Gateway:
                 raise value
 
 
-class _Prefetched(ChunkStream):
-    """An upstream stream whose first chunk the opening thread has already read (`first`; iterating
-    gives the rest). The request thread sends it at once instead of waiting for a reader thread to
-    be handed the stream and to pass the chunk back: two thread handoffs less before the first byte.
-    A failure in that first read counts as a failure to open, retried or fallen back like one."""
-
-    __slots__ = ("first",)
-
-    def __init__(self, stream: ChunkStream) -> None:
-        chunks = iter(stream)
-        super().__init__(chunks, stream.headers, stream.close)
-        try:
-            self.first = list(itertools.islice(chunks, 1))
-        except BaseException:
-            _close(stream)
-            raise
+def _finished(completion: Completion, model: ModelConfig) -> Completion:
+    """A whole answer named after the model that served, in that model's reasoning mode (inside the
+    error boundary: an answer of the wrong shape fails here as an upstream error)."""
+    answer = completion.body
+    answer["model"] = model.name
+    if model.reasoning != "keep":
+        split_reasoning(answer, model.reasoning)
+    return completion
 
 
-def _close(upstream: ChunkStream) -> None:
+def _close(stream: ChunkStream) -> None:
     """Free an upstream stream. Closing must never raise: it runs on the way to an error event."""
     with contextlib.suppress(Exception):
-        upstream.close()
+        stream.close()
 
 
-def _close_opened(opening: Future[tuple[Reservation, ChunkStream]]) -> None:
+def _close_opened(opening: Future[Opened]) -> None:
     if not opening.cancelled() and opening.exception() is None:
-        _close(opening.result()[1])
+        _close(opening.result()[1].stream)
 
 
-def _total_tokens(usage: dict[str, Any] | None) -> int | None:
-    if not usage:
+def _total_tokens(usage: Any) -> int | None:
+    if not isinstance(usage, dict):
         return None
     total = usage.get("total_tokens")
-    if isinstance(total, int):
+    if isinstance(total, int) and not isinstance(total, bool):
         return total
     prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
     if isinstance(prompt, int) and isinstance(completion, int):

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Callable
 
 import orjson
 
@@ -147,13 +148,53 @@ _writer = _Writer()
 os.register_at_fork(after_in_child=_writer.forked)
 
 
-def setup_logging(level: str, fmt: str) -> None:
-    """Configure the `ai_proxy` loggers once per process."""
+class RedactingFilter(logging.Filter):
+    """Redacts every record it passes, at every level: the message with its arguments, the
+    exception text and the stack. A record is formatted here once; handlers reuse the result."""
+
+    def __init__(self, redact: Callable[[str], str]) -> None:
+        super().__init__()
+        self.redact = redact
+        self._formatter = logging.Formatter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format: the handler reports it (handleError), not the caller
+            return True
+        record.msg, record.args = self.redact(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self._formatter.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.redact(record.stack_info)
+        return True
+
+
+# gunicorn logs on these directly: a filter on the logger survives its handlers being replaced (HUP).
+GUNICORN_LOGGERS = ("gunicorn.error", "gunicorn.access")
+
+
+def setup_logging(level: str, fmt: str, redact: Callable[[str], str] | None = None) -> None:
+    """Configure the `ai_proxy` loggers once per process; with `redact`, every line of ours, of
+    gunicorn and of any library logging through the root handlers is redacted with it."""
     handler = BatchingHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger("ai_proxy")
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    if redact is not None:
+        redacting = RedactingFilter(redact)
+        handler.addFilter(redacting)
+        targets: list[logging.Filterer] = [logging.getLogger(name) for name in GUNICORN_LOGGERS]
+        targets += logging.getLogger().handlers
+        for name in GUNICORN_LOGGERS:
+            targets += logging.getLogger(name).handlers
+        for target in targets:  # replace the filter of an earlier setup (a new config, a test)
+            for old in [f for f in target.filters if isinstance(f, RedactingFilter)]:
+                target.removeFilter(old)
+            target.addFilter(redacting)
     # urllib3 logs full URLs at DEBUG, and some providers' URLs could carry secrets.
     logging.getLogger("urllib3").setLevel(logging.WARNING)

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from app.config import Config
 from app.gateway import Gateway
 from app.http import SessionPool
 from app.providers import Provider, build_provider
+from app.redact import Redactor
 from app.routing import Router, create_storage
+
+SECRET_HEADER_WORDS = ("auth", "key", "token", "secret", "cookie", "signature")
 
 
 @dataclass(slots=True)
@@ -20,6 +26,7 @@ class Services:
     providers: dict[str, Provider]
     gateway: Gateway
     started_at: float
+    redactor: Redactor
 
     def close(self) -> None:
         for provider in self.providers.values():
@@ -27,13 +34,34 @@ class Services:
         self.sessions.close()
 
 
-def build_services(config: Config) -> Services:
-    """Sessions, storage, router, one provider per enabled model, and the gateway over them."""
+def config_secrets(config: Config) -> Iterator[str]:
+    """Every secret the config holds: each model's token (GigaChat's `id:secret` also as its secret
+    part and as the Basic value sent), secret-looking model headers, client keys, and the passwords
+    in the storage and proxy URLs."""
+    for model in config.models:
+        token = model.token
+        yield token
+        if ":" in token:
+            yield token.partition(":")[2]
+            yield base64.b64encode(token.encode()).decode()
+        for name, value in model.headers.items():
+            if any(word in name.lower() for word in SECRET_HEADER_WORDS):
+                yield value
+    yield from config.server.api_keys
+    for url in (config.storage, config.http.proxy):
+        if "@" in url:
+            yield urlsplit(url).password or ""
+
+
+def build_services(config: Config, redactor: Redactor | None = None) -> Services:
+    """Sessions, storage, router, one provider per enabled model, and the gateway over them;
+    `redactor` (default: one over `config_secrets`) is shared with the log filter."""
+    redactor = redactor if redactor is not None else Redactor(config_secrets(config))
     sessions = SessionPool(config.http)
     storage = create_storage(config.storage, namespace="ai-proxy")
     router = Router(
         config.models, storage, config.routing, config.breaker, clock=time.time, aliases=config.aliases
     )
     providers = {m.name: build_provider(m, sessions, config.http) for m in config.enabled_models}
-    gateway = Gateway(config, router, providers)
-    return Services(config, sessions, router, providers, gateway, time.time())
+    gateway = Gateway(config, router, providers, redactor=redactor)
+    return Services(config, sessions, router, providers, gateway, time.time(), redactor)

@@ -59,6 +59,7 @@ def read_chunks(raw: Any, size: int = 65536) -> Iterator[bytes]:
 
 
 DONE = b"data: [DONE]\n\n"
+KEEP_ALIVE = b": keep-alive\n\n"  # an SSE comment: the heartbeat of the OpenAI-shaped streams
 
 
 def encode(payload: dict[str, Any]) -> bytes:

@@ -8,7 +8,7 @@ answer or Anthropic's SSE events. The router, quotas, fallback and providers are
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import orjson
@@ -26,6 +26,7 @@ from app.api.blocks import (
     BlockOpened,
     Finished,
     answer_from_completion,
+    close,
     estimate_input_tokens,
     fold_stream,
     usage_or_estimate,
@@ -34,6 +35,7 @@ from app.api.chat import parse_json_object
 from app.api.render import error_shape, json_response, retry_after_header, served_headers, services
 from app.errors import InvalidRequest, ProxyError, ServiceUnavailable
 from app.events import StreamFailed
+from app.gateway import StreamAnswer
 from app.sse import encode_event
 
 bp = Blueprint("anthropic", __name__)
@@ -58,6 +60,7 @@ OVERLOADED = 529  # Anthropic's status when it cannot serve now: here, every can
 # Thinking budgets (tokens) up to these bounds ask for low, then medium reasoning effort; above: high.
 EFFORT_BOUNDS = ((4096, "low"), (16384, "medium"))
 PING = encode_event("ping", {"type": "ping"})
+Redact = Callable[[str], str]  # the app's Redactor: no key or token in an error message
 
 
 # --- request -------------------------------------------------------------------------------------
@@ -101,7 +104,6 @@ def to_chat(body: dict[str, Any]) -> dict[str, Any]:
         raise InvalidRequest("stream: must be a boolean", param="stream")
     if stream:
         chat["stream"] = True
-        chat["stream_options"] = {"include_usage": True}
     return chat
 
 
@@ -291,38 +293,38 @@ def message_from(answer: Answer, message_id: str, input_estimate: int = 0) -> di
 
 
 def message_events(
-    events: Iterable[BlockEvent], message_id: str, model: str, input_estimate: int
+    events: Iterable[BlockEvent], message_id: str, model: str, input_estimate: int, redact: Redact
 ) -> Iterator[bytes]:
     """Anthropic's stream: message_start, ping, the blocks (start, deltas, stop), message_delta,
     message_stop; a heartbeat is a ping and a failure an `error` event, the last one."""
-    start = Answer(model=model)
-    message = message_from(start, message_id, input_estimate)
+    message = message_from(Answer(model=model), message_id, input_estimate)
     message.update(stop_reason=None, usage={"input_tokens": input_estimate, "output_tokens": 0})
-    yield encode_event("message_start", {"type": "message_start", "message": message})
-    yield PING
-    for event in events:
-        if isinstance(event, BlockDelta):
-            yield encode_event(
-                "content_block_delta",
-                {"type": "content_block_delta", "index": event.index, "delta": _delta(event)},
-            )
-        elif isinstance(event, BlockOpened):
-            block = content_block(event.block, whole=False)
-            payload = {"type": "content_block_start", "index": event.index, "content_block": block}
-            yield encode_event("content_block_start", payload)
-        elif isinstance(event, BlockClosed):
-            yield encode_event("content_block_stop", {"type": "content_block_stop", "index": event.index})
-        elif isinstance(event, Finished):
-            answer = event.answer
-            delta = {"stop_reason": stop_reason(answer.finish_reason), "stop_sequence": None}
-            usage = usage_dict(answer, input_estimate)
-            yield encode_event("message_delta", {"type": "message_delta", "delta": delta, "usage": usage})
-            yield encode_event("message_stop", {"type": "message_stop"})
-        elif isinstance(event, StreamFailed):
-            yield encode_event("error", error_body(event.error)[1])
-            return
-        else:
-            yield PING
+    try:
+        yield encode_event("message_start", {"type": "message_start", "message": message})
+        yield PING
+        for event in events:
+            if isinstance(event, BlockDelta):
+                delta = {"type": "content_block_delta", "index": event.index, "delta": _delta(event)}
+                yield encode_event("content_block_delta", delta)
+            elif isinstance(event, BlockOpened):
+                block = content_block(event.block, whole=False)
+                start = {"type": "content_block_start", "index": event.index, "content_block": block}
+                yield encode_event("content_block_start", start)
+            elif isinstance(event, BlockClosed):
+                yield encode_event("content_block_stop", {"type": "content_block_stop", "index": event.index})
+            elif isinstance(event, Finished):
+                answer = event.answer
+                stop = {"stop_reason": stop_reason(answer.finish_reason), "stop_sequence": None}
+                usage = usage_dict(answer, input_estimate)
+                yield encode_event("message_delta", {"type": "message_delta", "delta": stop, "usage": usage})
+                yield encode_event("message_stop", {"type": "message_stop"})
+            elif isinstance(event, StreamFailed):
+                yield encode_event("error", error_body(event.error, redact)[1])
+                return
+            else:
+                yield PING
+    finally:
+        close(events)
 
 
 def _delta(event: BlockDelta) -> dict[str, str]:
@@ -334,7 +336,7 @@ def _delta(event: BlockDelta) -> dict[str, str]:
 
 
 # --- errors --------------------------------------------------------------------------------------
-def error_body(error: ProxyError) -> tuple[int, dict[str, Any]]:
+def error_body(error: ProxyError, redact: Redact) -> tuple[int, dict[str, Any]]:
     """(status, body) in Anthropic's shape: 529 overloaded_error when every candidate is broken,
     api_error for the proxy's and upstreams' other failures."""
     if isinstance(error, ServiceUnavailable):
@@ -342,11 +344,11 @@ def error_body(error: ProxyError) -> tuple[int, dict[str, Any]]:
     else:
         status = error.status
         kind = ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
-    return status, {"type": "error", "error": {"type": kind, "message": error.message}}
+    return status, {"type": "error", "error": {"type": kind, "message": redact(error.message)}}
 
 
 def error_response(error: ProxyError) -> Response:
-    status, body = error_body(error)
+    status, body = error_body(error, services().redactor)
     return json_response(body, status, retry_after_header(error))
 
 
@@ -361,13 +363,13 @@ def messages() -> Response:
     chat = to_chat(parse_json_object())
     estimate = estimate_input_tokens(chat)
     message_id = new_message_id()
-    gateway = services().gateway
-    if chat.get("stream"):
-        answer = gateway.chat_stream(chat, g.trace)
+    state = services()
+    answer = state.gateway.chat(chat, g.trace)
+    if isinstance(answer, StreamAnswer):
         name = answer.model.name
-        events = message_events(fold_stream(answer.events, name), message_id, name, estimate)
+        blocks = fold_stream(answer.events, name)
+        events = message_events(blocks, message_id, name, estimate, state.redactor)
         return Response(events, mimetype="text/event-stream", headers=served_headers(answer, stream=True))
-    answer = gateway.chat(chat, g.trace)
     message = message_from(answer_from_completion(answer.body), message_id, estimate)
     return json_response(message, headers=served_headers(answer))
 

@@ -223,13 +223,23 @@ def fold_stream(events: Iterable[StreamEvent], model: str) -> Iterator[BlockEven
     """The gateway's stream events as block events. Heartbeats pass through; the stream ends with
     `Finished(answer)` when complete, or with the `StreamFailed` (the open block left open)."""
     folder = _Folder(model)
-    for event in events:
-        if isinstance(event, dict):
-            yield from folder.chunk(event)
-        elif isinstance(event, StreamFailed):
-            yield event
-            return
-        else:
-            yield event
-    yield from folder.close()
-    yield Finished(folder.answer)
+    try:
+        for event in events:
+            if isinstance(event, dict):
+                yield from folder.chunk(event)
+            elif isinstance(event, StreamFailed):
+                yield event
+                return
+            else:
+                yield event
+        yield from folder.close()
+        yield Finished(folder.answer)
+    finally:
+        close(events)
+
+
+def close(events: Iterable[Any]) -> None:
+    """Close a stream of events now, not when it is garbage: closing the gateway's frees its upstream."""
+    closer = getattr(events, "close", None)
+    if closer is not None:
+        closer()

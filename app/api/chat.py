@@ -2,23 +2,44 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
 from flask import Blueprint, Response, g, request
+from werkzeug.exceptions import HTTPException
 
-from app.api.render import json_response, services
-from app.errors import InvalidRequest
+from app.api.render import error_body, json_response, served_headers, services
+from app.errors import InvalidRequest, RequestTooLarge
+from app.events import HEARTBEAT, StreamEvent
+from app.gateway import StreamAnswer
+from app.sse import DONE, KEEP_ALIVE, encode
 
 bp = Blueprint("chat", __name__)
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def read_body() -> bytes:
+    """The whole request body, at most `server.max_body_bytes` (a 413 beyond it, chunked bodies
+    included); a body the server cannot read (a bad chunk size) is a 400."""
+    try:
+        raw = request.get_data(cache=False)
+        # Werkzeug stops a chunked body at the limit without saying so: one byte more means too large.
+        limit = request.max_content_length
+        chunked = request.content_length is None and limit is not None and len(raw) >= limit
+        if chunked and request.environ["wsgi.input"].read(1):
+            raise RequestTooLarge(f"Request body is larger than the limit of {limit} bytes")
+    except (HTTPException, RequestTooLarge):
+        raise
+    except Exception:  # the WSGI server's own parse error (gunicorn: InvalidChunkSize, ...)
+        raise InvalidRequest("The request body could not be read (malformed chunked encoding)") from None
+    return raw
 
 
 def parse_json_object() -> dict[str, Any]:
     """The request body as a JSON object, or a 400 that says what is wrong."""
-    raw = request.get_data(cache=False)
+    raw = read_body()
     if not raw:
         raise InvalidRequest("The request body is empty; send a JSON object")
     try:
@@ -58,15 +79,38 @@ def validate_chat(body: dict[str, Any]) -> None:
         raise InvalidRequest("'stream' must be a boolean", param="stream")
 
 
+def sse_events(
+    events: Iterator[StreamEvent], include_usage: bool, redact: Callable[[str], str]
+) -> Iterator[bytes]:
+    """The gateway's events as Chat Completions' SSE: a `data:` line per chunk (the usage chunk only
+    when the client asked for it), a comment per heartbeat, OpenAI's error event on a failure, and
+    `data: [DONE]` at the end either way. Closing this closes the gateway's stream."""
+    try:
+        for event in events:
+            if type(event) is dict:
+                if include_usage or event.get("choices") or "usage" not in event:
+                    yield encode(event)
+            elif event is HEARTBEAT:
+                yield KEEP_ALIVE
+            else:
+                yield encode(error_body(event.error, redact))
+        yield DONE
+    finally:
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()
+
+
 @bp.post("/v1/chat/completions")
 @bp.post("/chat/completions")
 def chat_completions() -> Response:
     body = parse_json_object()
     validate_chat(body)
-    gateway = services().gateway
-    if body.get("stream"):
-        answer = gateway.chat_stream(body, g.trace)
-        headers = {**SSE_HEADERS, **answer.headers, "X-AI-Proxy-Model": answer.model.name}
-        return Response(answer.events, mimetype="text/event-stream", headers=headers)
-    answer = gateway.chat(body, g.trace)
-    return json_response(answer.body, headers={**answer.headers, "X-AI-Proxy-Model": answer.model.name})
+    state = services()
+    answer = state.gateway.chat(body, g.trace)
+    if isinstance(answer, StreamAnswer):
+        options = body.get("stream_options")
+        include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        events = sse_events(answer.events, include_usage, state.redactor)
+        return Response(events, mimetype="text/event-stream", headers=served_headers(answer, stream=True))
+    return json_response(answer.body, headers=served_headers(answer))

@@ -8,6 +8,8 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
+from typing import Any
 
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -31,6 +33,7 @@ PUBLIC_ENDPOINTS = frozenset(
     {"health.health", "health.ping", "health.root", "static", "status.status_page", "openapi.openapi_json"}
 )
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+_SLASHES = re.compile(r"/{2,}")
 
 
 class RequestIds:
@@ -53,7 +56,23 @@ new_request_id = RequestIds()
 os.register_at_fork(after_in_child=new_request_id.reset)  # gunicorn workers are forked
 
 
+class MergeSlashes:
+    """WSGI middleware: `/v1//chat/completions` is served as `/v1/chat/completions`. (Werkzeug's own
+    merge_slashes answers a redirect instead, which Flask renders as HTML and clients don't follow
+    for a POST.)"""
+
+    def __init__(self, wsgi_app: Callable[..., Any]) -> None:
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        path = environ.get("PATH_INFO", "")
+        if "//" in path:
+            environ["PATH_INFO"] = _SLASHES.sub("/", path)
+        return self.wsgi_app(environ, start_response)
+
+
 def install(app: Flask) -> None:
+    app.wsgi_app = MergeSlashes(app.wsgi_app)  # type: ignore[method-assign]
     state = app.extensions["ai_proxy"]
     keys = tuple(k.encode() for k in state.config.server.api_keys)
     metrics = app.extensions["ai_proxy.metrics"] = Metrics(state.config, state.router.snapshot)

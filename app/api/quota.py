@@ -12,4 +12,10 @@ bp = Blueprint("quota", __name__)
 @bp.get("/v1/quota")
 @bp.get("/quota")
 def quota() -> Response:
-    return json_response({"object": "list", "data": services().router.snapshot()})
+    state = services()
+    data = state.router.snapshot()
+    for entry in data:  # stored redacted; redacted again for errors another process or version stored
+        last_error = entry.get("last_error")
+        if last_error and isinstance(last_error.get("message"), str):
+            last_error["message"] = state.redactor(last_error["message"])
+    return json_response({"object": "list", "data": data})

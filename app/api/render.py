@@ -16,6 +16,13 @@ def json_response(payload: Any, status: int = 200, headers: dict[str, str] | Non
     return Response(orjson.dumps(payload), status=status, headers=headers, mimetype="application/json")
 
 
+def error_body(error: ProxyError, redact: Callable[[str], str]) -> dict[str, Any]:
+    """OpenAI's error object, its message redacted (a last guard: the gateway redacts upstream errors)."""
+    body = error.to_dict()
+    body["error"]["message"] = redact(error.message)
+    return body
+
+
 ErrorRenderer = Callable[[ProxyError], Response]
 ERROR_SHAPES = "ai_proxy.error_shapes"  # app.extensions key: blueprint name -> its ErrorRenderer
 
@@ -36,7 +43,7 @@ def openai_error_response(error: ProxyError) -> Response:
     if error.status == 401:
         headers["WWW-Authenticate"] = "Bearer"
     headers.update(retry_after_header(error))
-    return json_response(error.to_dict(), error.status, headers)
+    return json_response(error_body(error, services().redactor), error.status, headers)
 
 
 def retry_after_header(error: ProxyError) -> dict[str, str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,7 @@ from app.api.blocks import (
     BlockOpened,
     Finished,
     answer_from_completion,
+    close,
     estimate_input_tokens,
     fold_stream,
     usage_or_estimate,
@@ -36,7 +37,8 @@ from app.api.chat import parse_json_object
 from app.api.render import json_response, served_headers, services
 from app.errors import InvalidRequest, ProxyError
 from app.events import StreamFailed
-from app.sse import encode_event
+from app.gateway import StreamAnswer
+from app.sse import KEEP_ALIVE, encode_event
 
 bp = Blueprint("responses", __name__)
 
@@ -47,7 +49,6 @@ INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 ECHOED = ("instructions", "max_output_tokens", "metadata", "parallel_tool_calls", "reasoning", "store")
 ECHOED += ("temperature", "text", "tool_choice", "tools", "top_p", "truncation", "user")
 WARNING_HEADER = "X-AI-Proxy-Warning"
-KEEP_ALIVE = b": keep-alive\n\n"
 
 
 @dataclass(slots=True)
@@ -239,7 +240,6 @@ def _options(body: dict[str, Any], chat: dict[str, Any]) -> None:
         raise InvalidRequest("'stream' must be a boolean.", param="stream")
     if stream:
         chat["stream"] = True
-        chat["stream_options"] = {"include_usage": True}
 
 
 # --- answer --------------------------------------------------------------------------------------
@@ -394,6 +394,7 @@ def response_events(
     created_at: int,
     model: str,
     input_estimate: int,
+    redact: Callable[[str], str],
 ) -> Iterator[bytes]:
     """The Responses stream: created, in_progress, per block its added/delta/done events and the
     whole item in `response.output_item.done`, then `response.completed` (or `.incomplete`);
@@ -408,29 +409,33 @@ def response_events(
             request, response_id, created_at, model, status=status, output=list(done), **extra
         )
 
-    yield event("response.created", response=snapshot("in_progress"))
-    yield event("response.in_progress", response=snapshot("in_progress"))
-    for item in events:
-        if isinstance(item, BlockDelta):
-            yield from _delta(event, item, ids[item.index], custom)
-        elif isinstance(item, BlockOpened):
-            ids.append(item_id(item.block, custom))
-            yield from _opened(event, item, ids[item.index], custom)
-        elif isinstance(item, BlockClosed):
-            whole = output_item(item.block, ids[item.index], custom)
-            yield from _closed(event, item, whole)
-            done.append(whole)
-        elif isinstance(item, Finished):
-            answer = item.answer
-            model = answer.model or model
-            status, incomplete = final_status(answer)
-            final = snapshot(status, usage=usage_dict(answer, input_estimate), incomplete=incomplete)
-            yield event(f"response.{status}", response=final)
-        elif isinstance(item, StreamFailed):
-            yield event("response.failed", response=snapshot("failed", error=failure_detail(item.error)))
-            return
-        else:
-            yield KEEP_ALIVE
+    try:
+        yield event("response.created", response=snapshot("in_progress"))
+        yield event("response.in_progress", response=snapshot("in_progress"))
+        for item in events:
+            if isinstance(item, BlockDelta):
+                yield from _delta(event, item, ids[item.index], custom)
+            elif isinstance(item, BlockOpened):
+                ids.append(item_id(item.block, custom))
+                yield from _opened(event, item, ids[item.index], custom)
+            elif isinstance(item, BlockClosed):
+                whole = output_item(item.block, ids[item.index], custom)
+                yield from _closed(event, item, whole)
+                done.append(whole)
+            elif isinstance(item, Finished):
+                answer = item.answer
+                model = answer.model or model
+                status, incomplete = final_status(answer)
+                final = snapshot(status, usage=usage_dict(answer, input_estimate), incomplete=incomplete)
+                yield event(f"response.{status}", response=final)
+            elif isinstance(item, StreamFailed):
+                failure = failure_detail(item.error, redact)
+                yield event("response.failed", response=snapshot("failed", error=failure))
+                return
+            else:
+                yield KEEP_ALIVE
+    finally:
+        close(events)
 
 
 def _opened(event: _Events, opened: BlockOpened, item: str, custom: set[str]) -> Iterator[bytes]:
@@ -490,8 +495,9 @@ def _closed(event: _Events, closed: BlockClosed, whole: dict[str, Any]) -> Itera
     yield event("response.output_item.done", output_index=closed.index, item=whole)
 
 
-def failure_detail(error: ProxyError) -> dict[str, Any]:
-    return {"code": error.code or error.type, "message": error.message}
+def failure_detail(error: ProxyError, redact: Callable[[str], str]) -> dict[str, Any]:
+    """The `error` of a failed response: OpenAI's code and the message, redacted."""
+    return {"code": error.code or error.type, "message": redact(error.message)}
 
 
 # --- route ---------------------------------------------------------------------------------------
@@ -510,15 +516,13 @@ def create_response() -> Response:
         if request.ignored_tools
         else {}
     )
-    gateway = services().gateway
-    if chat.get("stream"):
-        answer = gateway.chat_stream(chat, g.trace)
+    state = services()
+    answer = state.gateway.chat(chat, g.trace)
+    if isinstance(answer, StreamAnswer):
         name = answer.model.name
-        events = response_events(
-            fold_stream(answer.events, name), request, response_id, created_at, name, estimate
-        )
+        blocks = fold_stream(answer.events, name)
+        events = response_events(blocks, request, response_id, created_at, name, estimate, state.redactor)
         headers = {**served_headers(answer, stream=True), **warning}
         return Response(events, mimetype="text/event-stream", headers=headers)
-    answer = gateway.chat(chat, g.trace)
     body = response_from(request, answer_from_completion(answer.body), response_id, created_at, estimate)
     return json_response(body, headers={**served_headers(answer), **warning})

@@ -15,7 +15,7 @@ UPSTREAM_KEY = "sk-fake-upstream-key"
 
 
 def front_config(fake: FakeOpenAI) -> dict[str, Any]:
-    """Two SMALL models and one BIG on the fake; the BIG group and clients' names by alias."""
+    """Two SMALL models, one BIG and one without a group on the fake; clients' names by alias."""
 
     def model(name: str, group: str, priority: int) -> dict[str, Any]:
         return {
@@ -32,6 +32,7 @@ def front_config(fake: FakeOpenAI) -> dict[str, Any]:
             model("fake/small-a", "SMALL", 1),
             model("fake/small-b", "SMALL", 2),
             model("fake/big", "BIG", 1),
+            model("fake/limited", "", 1),  # for 429s: a rate-limited model rests, the others must not
         ],
         "aliases": {"claude-*haiku*": "SMALL", "claude-*": "BIG", "gpt-*": "BIG"},
         "server": {"heartbeat_seconds": 5},

@@ -18,9 +18,11 @@ from app.errors import (
     UpstreamTimeout,
 )
 from app.events import HEARTBEAT, StreamFailed
+from app.redact import Redactor
 from tests.fakes.openai import chat_completion, tool_call
 from tests.fronts.chunks import reasoning_chunk, sse_events, upstream_chunks
 
+SECRET = "sk-upstream-secret-123"
 WEATHER_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 
 
@@ -59,7 +61,7 @@ def test_sampling_fields_and_stream():
     chat = anthropic.to_chat(request(temperature=0.2, top_p=0.9, stop_sequences=["END"], stream=True))
     assert chat["temperature"] == 0.2 and chat["top_p"] == 0.9
     assert chat["stop"] == ["END"]
-    assert chat["stream"] is True and chat["stream_options"] == {"include_usage": True}
+    assert chat["stream"] is True
 
 
 def test_a_tool_round_trip_conversation():
@@ -194,7 +196,7 @@ def test_bad_requests_are_invalid_request_errors(body, param):
     with pytest.raises(InvalidRequest) as caught:
         anthropic.to_chat(body)
     assert caught.value.param == param
-    status, shaped = anthropic.error_body(caught.value)
+    status, shaped = anthropic.error_body(caught.value, str)
     assert status == 400 and shaped["error"]["type"] == "invalid_request_error"
 
 
@@ -257,7 +259,8 @@ def test_missing_usage_is_estimated():
 
 # --- stream --------------------------------------------------------------------------------------
 def stream(events: list[Any]) -> list[tuple[str, Any]]:
-    raw = b"".join(anthropic.message_events(fold_stream(events, "served/model"), "msg_1", "served/model", 9))
+    folded = fold_stream(events, "served/model")
+    raw = b"".join(anthropic.message_events(folded, "msg_1", "served/model", 9, Redactor([SECRET])))
     return sse_events(raw)
 
 
@@ -353,7 +356,7 @@ def test_failure_before_content_after_heartbeats():
     ],
 )
 def test_error_shapes(error, status, kind):
-    assert anthropic.error_body(error) == (
+    assert anthropic.error_body(error, str) == (
         status,
         {"type": "error", "error": {"type": kind, "message": error.message}},
     )

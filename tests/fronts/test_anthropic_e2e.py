@@ -142,7 +142,7 @@ def test_errors_by_class(front_server, client, fake: FakeOpenAI):
 
     fake.push_error("rate_limit", retry_after=7)
     with pytest.raises(anthropic.RateLimitError) as caught:
-        ask(client)
+        ask(client, model="fake/limited")
     assert caught.value.body["error"]["type"] == "rate_limit_error"
     assert int(caught.value.response.headers["retry-after"]) >= 1
 
@@ -163,9 +163,11 @@ def test_failure_mid_stream_is_an_error_event(client, fake: FakeOpenAI):
             model="fake/small-a", max_tokens=100, messages=[{"role": "user", "content": "count"}]
         ) as stream,
     ):
-        for text in stream.text_stream:
-            texts.append(text)
+        for event in stream:
+            if event.type == "text":
+                texts.append(event.text)
     assert texts == ["one", " two"]
+    assert type(caught.value) is anthropic.APIStatusError  # an error event in a 200 stream
     assert caught.value.body["error"]["type"] == "api_error"
 
 

@@ -10,9 +10,11 @@ from app.api import responses
 from app.api.blocks import answer_from_completion, fold_stream
 from app.errors import InvalidRequest, UpstreamError
 from app.events import HEARTBEAT, StreamFailed
+from app.redact import Redactor
 from tests.fakes.openai import chat_completion, tool_call
 from tests.fronts.chunks import reasoning_chunk, sse_events, upstream_chunks
 
+SECRET = "sk-upstream-secret-123"
 PARAMS = {"type": "object", "properties": {"cmd": {"type": "string"}}}
 
 
@@ -140,7 +142,7 @@ def test_options():
         "type": "json_schema",
         "json_schema": {"name": "point", "schema": schema, "strict": True},
     }
-    assert chat["stream"] is True and chat["stream_options"] == {"include_usage": True}
+    assert chat["stream"] is True
     json_object = responses.to_chat(request(text={"format": {"type": "json_object"}})).chat
     assert json_object["response_format"] == {"type": "json_object"}
 
@@ -236,7 +238,10 @@ def test_length_is_incomplete():
 def stream(events: list[Any], body: dict[str, Any] | None = None) -> list[tuple[str, Any]]:
     translated = responses.to_chat(body or request())
     folded = fold_stream(events, "served/model")
-    return sse_events(b"".join(responses.response_events(folded, translated, "resp_1", 1, "served/model", 9)))
+    rendered = responses.response_events(
+        folded, translated, "resp_1", 1, "served/model", 9, Redactor([SECRET])
+    )
+    return sse_events(b"".join(rendered))
 
 
 def test_text_stream_event_sequence():
@@ -304,10 +309,12 @@ def test_function_call_stream():
 
 def test_failure_is_response_failed_never_completed():
     chunks = upstream_chunks(content=["Hel", "lo"])
-    events = stream([*chunks[:2], StreamFailed(UpstreamError("upstream went away")), *chunks[2:]])
+    events = stream(
+        [*chunks[:2], StreamFailed(UpstreamError(f"upstream went away: Bearer {SECRET}")), *chunks[2:]]
+    )
     names = [name for name, _ in events]
     assert names[-1] == "response.failed" and "response.completed" not in names
     failed = events[-1][1]["response"]
     assert failed["status"] == "failed"
-    assert failed["error"] == {"code": "upstream_error", "message": "upstream went away"}
+    assert failed["error"] == {"code": "upstream_error", "message": "upstream went away: Bearer [redacted]"}
     assert [d["sequence_number"] for _, d in events] == list(range(len(events)))
