@@ -92,7 +92,10 @@ def to_chat(body: dict[str, Any]) -> dict[str, Any]:
     stop = body.get("stop_sequences")
     if isinstance(stop, list) and stop:
         chat["stop"] = [s for s in stop if isinstance(s, str)]
-    tools = [_tool(t, f"tools.{i}") for i, t in enumerate(body.get("tools") or ()) if _is_custom_tool(t)]
+    raw_tools = body.get("tools") or []
+    if not isinstance(raw_tools, list):
+        raise InvalidRequest("tools: must be a list", param="tools")
+    tools = [_tool(t, f"tools.{i}") for i, t in enumerate(raw_tools) if _is_custom_tool(t)]
     if tools:
         chat["tools"] = tools
         _tool_choice(body.get("tool_choice"), chat)

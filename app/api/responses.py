@@ -100,7 +100,7 @@ def _item(item: Any, where: str, messages: list[dict[str, Any]]) -> None:
         raise InvalidRequest(f"{where} must be an object.", param=where)
     kind = item.get("type") or ("message" if "role" in item else None)
     if kind == "message":
-        role = ROLES.get(item.get("role"))  # type: ignore[arg-type]
+        role = ROLES.get(item["role"]) if isinstance(item.get("role"), str) else None
         if role is None:
             raise InvalidRequest(f"{where}.role must be one of {', '.join(ROLES)}.", param=f"{where}.role")
         messages.append({"role": role, "content": _content(item.get("content"), where, role)})
@@ -169,14 +169,14 @@ def _tools(body: dict[str, Any], request: ResponsesRequest) -> None:
     """Function tools as they are, `namespace` tools flattened, `custom` tools as a function with
     one string argument `input`; built-in tools (web_search, ...) no free upstream runs: ignored."""
     tools: list[dict[str, Any]] = []
-    pending = list(body.get("tools") or ())
+    pending = _list(body.get("tools"), "tools")
     while pending:
         tool = pending.pop(0)
         if not isinstance(tool, dict):
             continue
         kind = tool.get("type")
         if kind == "namespace":
-            pending[:0] = list(tool.get("tools") or ())
+            pending[:0] = _list(tool.get("tools"), "tools[].tools")
             continue
         name = tool.get("name")
         if kind not in ("function", "custom") or not isinstance(name, str) or not name:
@@ -209,6 +209,14 @@ def _tools(body: dict[str, Any], request: ResponsesRequest) -> None:
         chat["parallel_tool_calls"] = body["parallel_tool_calls"]
 
 
+def _list(value: Any, where: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InvalidRequest(f"'{where}' must be a list.", param=where)
+    return list(value)
+
+
 def _options(body: dict[str, Any], chat: dict[str, Any]) -> None:
     limit = body.get("max_output_tokens")
     if limit is not None:
@@ -219,7 +227,8 @@ def _options(body: dict[str, Any], chat: dict[str, Any]) -> None:
         if isinstance(body.get(name), int | float) and not isinstance(body.get(name), bool):
             chat[name] = body[name]
     reasoning = body.get("reasoning")
-    effort = EFFORTS.get(reasoning.get("effort")) if isinstance(reasoning, dict) else None
+    effort = reasoning.get("effort") if isinstance(reasoning, dict) else None
+    effort = EFFORTS.get(effort) if isinstance(effort, str) else None
     if effort:
         chat["reasoning_effort"] = effort
     text = body.get("text")
