@@ -6,7 +6,7 @@ import fnmatch
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,8 @@ class ModelConfig:
     provider: str
     url: str
     upstream_model: str
-    token: str = field(default="", repr=False)
+    token: str = field(default="", repr=False)  # the first key of `keys`
+    keys: tuple[str, ...] = field(default=(), repr=False)  # the key pool (one slot per key)
     priority: int = 0
     requests_per_minute: int = 0
     requests_per_hour: int = 0
@@ -98,6 +99,10 @@ class BreakerConfig:
 class RoutingConfig:
     max_attempts: int = 5
     cooldown_seconds: float = 30.0
+    # Key pools: how long a key rests for each cooldown class that has no reset of its own.
+    unavailable_seconds: float = 21600.0  # this key may not use this model
+    auth_retry_seconds: float = 3600.0  # an invalid key, until one trial request
+    credit_retry_seconds: float = 86400.0  # out of credit
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,6 +358,7 @@ def _parse_model(entry: Any, index: int, token_raw: Any, source: str) -> ModelCo
         values[key] = value
 
     token = str(values.pop("token", "") or "").strip()
+    keys = _key_pool(entry, values.pop("keys", None), fail)
     kind = str(values.pop("kind", "chat") or "chat").strip().lower()
     if kind not in KINDS:
         raise fail("kind", f"must be one of {', '.join(KINDS)}")
@@ -396,6 +402,14 @@ def _parse_model(entry: Any, index: int, token_raw: Any, source: str) -> ModelCo
     if enabled and isinstance(token_raw, str) and "${" in token_raw and not token:
         log.warning("model %s disabled: its token resolves to empty (set the variable it names)", name)
         enabled = False
+    if keys is None:
+        keys = (token,)
+    elif not keys:
+        if enabled:
+            log.warning("model %s disabled: every element of its keys resolves to empty", name)
+        enabled = False
+    else:
+        token = keys[0]
 
     return ModelConfig(
         name=name,
@@ -403,6 +417,7 @@ def _parse_model(entry: Any, index: int, token_raw: Any, source: str) -> ModelCo
         url=url,
         upstream_model=upstream,
         token=token,
+        keys=keys,
         kind=kind,
         reasoning=reasoning,
         day_resets_at=day_resets_at,
@@ -413,6 +428,44 @@ def _parse_model(entry: Any, index: int, token_raw: Any, source: str) -> ModelCo
         enabled=enabled,
         **values,
     )
+
+
+# --- key pools (routing) ---
+
+
+def _key_pool(entry: dict, raw: Any, fail: Callable[[str, str], ConfigError]) -> tuple[str, ...] | None:
+    """A model's `keys:` (None when absent): an element holding a comma-separated string becomes
+    several keys; empty and repeated ones are dropped with one warning that names no key."""
+    if "keys" not in entry:
+        return None
+    if "token" in entry:
+        raise fail("keys", "give either 'token' or 'keys', not both")
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list):
+        raise fail("keys", "must be a list of keys")
+    keys: list[str] = []
+    empty = repeated = 0
+    for element in raw:
+        if isinstance(element, dict | list):
+            raise fail("keys", "each element must be a key (a string)")
+        for part in ("" if element is None else str(element)).split(","):
+            part = part.strip()
+            if not part:
+                empty += 1
+            elif part in keys:
+                repeated += 1
+            else:
+                keys.append(part)
+    if keys and (empty or repeated):
+        log.warning(
+            "model %s: %d empty and %d repeated entries dropped from its keys, %d left",
+            entry.get("name"),
+            empty,
+            repeated,
+            len(keys),
+        )
+    return tuple(keys)
 
 
 def default_upstream_model(name: str, provider: str) -> str:

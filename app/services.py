@@ -35,15 +35,15 @@ class Services:
 
 
 def config_secrets(config: Config) -> Iterator[str]:
-    """Every secret the config holds: each model's token (GigaChat's `id:secret` also as its secret
+    """Every secret the config holds: each model's token or keys (GigaChat's `id:secret` also as its secret
     part and as the Basic value sent), secret-looking model headers, client keys, and the passwords
     in the storage and proxy URLs."""
     for model in config.models:
-        token = model.token
-        yield token
-        if ":" in token:
-            yield token.partition(":")[2]
-            yield base64.b64encode(token.encode()).decode()
+        for token in model.keys or (model.token,):  # every key of a pool
+            yield token
+            if ":" in token:
+                yield token.partition(":")[2]
+                yield base64.b64encode(token.encode()).decode()
         for name, value in model.headers.items():
             if any(word in name.lower() for word in SECRET_HEADER_WORDS):
                 yield value

@@ -7,6 +7,7 @@ import re
 from redis.exceptions import RedisError
 
 from app.config import ConfigError
+from app.routing.cooldown import Cooldown
 from app.routing.limits import estimate_tokens
 from app.routing.memory import MemoryStorage
 from app.routing.redis_storage import RedisStorage
@@ -14,6 +15,7 @@ from app.routing.router import Reservation, Router
 from app.routing.storage import Storage
 
 __all__ = [
+    "Cooldown",
     "MemoryStorage",
     "RedisStorage",
     "Reservation",

@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from pybreaker import STATE_CLOSED, CircuitBreakerStorage, CircuitMemoryStorage
 
-from app.routing.limits import ModelPlan, tightest
+from app.routing.cooldown import AUTH
+from app.routing.limits import tightest
 from app.routing.storage import (
     BREAKER_OPEN,
     COOLING,
+    KEY_REST,
+    KEY_TRIAL,
+    NO_REST,
     REQUESTS_SPENT,
+    SLOT_REST,
     TOKENS_SPENT,
     TRIAL_BUSY,
     TRIED,
-    ModelState,
     Pick,
     Refusal,
+    Rest,
+    SlotPlan,
+    SlotState,
     SpanUsage,
     Storage,
 )
@@ -39,41 +46,48 @@ class _Window:
 
 
 class _Model:
-    __slots__ = (
-        "breaker_until",
-        "cool_reason",
-        "cool_until",
-        "error",
-        "error_at",
-        "failing",
-        "last_used",
-        "trial_until",
-        "windows",
-    )
+    __slots__ = ("breaker_until", "cool_reason", "cool_until", "error", "error_at", "failing", "trial_until")
 
     def __init__(self) -> None:
-        self.windows: dict[str, _Window] = {}
         self.cool_until = 0
         self.cool_reason = ""
         self.breaker_until = 0
         self.trial_until = 0
-        self.last_used = 0
         self.failing = False
         self.error = ""
         self.error_at = 0
+
+
+class _Slot:
+    __slots__ = ("last_used", "rest", "windows")
+
+    def __init__(self) -> None:
+        self.windows: dict[str, _Window] = {}
+        self.rest = NO_REST
+        self.last_used = 0
+
+
+class _Key:
+    __slots__ = ("rest", "trial_until")
+
+    def __init__(self) -> None:
+        self.rest = NO_REST  # an auth rest stays after `until` until a trial decides
+        self.trial_until = 0
 
 
 class MemoryStorage(Storage):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._models: dict[str, _Model] = {}
+        self._slots: dict[str, _Slot] = {}
+        self._keys: dict[str, _Key] = {}
         self._entries: dict[str, Entry] = {}
         self._breakers: dict[str, CircuitMemoryStorage] = {}
         self._now = 0  # latest time seen: a clock stepping back must not unsort the logs
 
     def reserve(
         self,
-        plans: Sequence[ModelPlan],
+        slots: Sequence[SlotPlan],
         tried: Sequence[bool],
         tokens: int,
         now: int,
@@ -82,23 +96,27 @@ class MemoryStorage(Storage):
     ) -> Pick:
         with self._lock:
             now = self._now = max(now, self._now)
+            # Check in order of preference and stop at the first that can serve: a group of many
+            # slots costs a sort, not a full check of each. Refusals matter only when none can.
+            get = self._slots.get
+            records = [get(plan.id) or self._slot(plan.id) for plan in slots]
+            ranks = [(plan.priority, record.last_used) for plan, record in zip(slots, records, strict=True)]
+            first = ranks.index(min(ranks))
             refusals = []
-            best, best_key = -1, (0, 0)
-            for index, plan in enumerate(plans):
-                model = self._model(plan.name)
-                refusal = self._check(model, plan, index, tokens, now)
+            for index in _preference(first, ranks):
+                plan = slots[index]
+                refusal = self._check(plan, records[index], index, tokens, now)
                 if refusal is None and tried[index]:
                     refusal = Refusal(index, TRIED, 0, "")
-                if refusal is not None:
-                    refusals.append(refusal)
-                elif best < 0 or (plan.priority, model.last_used) < best_key:
-                    best, best_key = index, (plan.priority, model.last_used)
-            if best < 0:
-                return Pick(refusals=refusals)
-            return self._take(plans[best], best, tokens, now, rid, lease)
+                if refusal is None:
+                    return self._take(plan, index, tokens, now, rid, lease)
+                refusals.append(refusal)
+            refusals.sort(key=lambda refusal: refusal.index)
+            return Pick(refusals=refusals)
 
-    def _check(self, model: _Model, plan: ModelPlan, index: int, tokens: int, now: int) -> Refusal | None:
+    def _check(self, plan: SlotPlan, slot: _Slot, index: int, tokens: int, now: int) -> Refusal | None:
         blocks: list[tuple[int, str, str]] = []  # (wait, code, detail); a breaker block comes first
+        model = self._model(plan.model.name)
         if model.breaker_until:
             if model.breaker_until > now:
                 blocks.append((model.breaker_until - now, BREAKER_OPEN, ""))
@@ -106,9 +124,16 @@ class MemoryStorage(Storage):
                 blocks.append((model.trial_until - now, TRIAL_BUSY, ""))
         if model.cool_until > now:
             blocks.append((model.cool_until - now, COOLING, model.cool_reason))
+        key = self._key(plan.key)
+        if key.rest.until > now:
+            blocks.append((key.rest.until - now, KEY_REST, f"{key.rest.kind}|{key.rest.reason}"))
+        elif key.rest.kind == AUTH and key.trial_until > now:
+            blocks.append((key.trial_until - now, KEY_TRIAL, ""))
+        if slot.rest.until > now:
+            blocks.append((slot.rest.until - now, SLOT_REST, f"{slot.rest.kind}|{slot.rest.reason}"))
         for span in plan.spans:
             floor, reset = span.bounds(now)
-            window = self._advance(model, span.id, floor)
+            window = self._advance(slot, span.id, floor)
             count = len(window.entries)
             if span.requests and count >= span.requests:
                 oldest = window.entries[count - span.requests][0]
@@ -125,30 +150,35 @@ class MemoryStorage(Storage):
         binding = next(block for block in blocks if block[0] == wait)
         return Refusal(index, binding[1], wait, binding[2])
 
-    def _take(self, plan: ModelPlan, index: int, tokens: int, now: int, rid: str, lease: int) -> Pick:
-        model = self._models[plan.name]
+    def _take(self, plan: SlotPlan, index: int, tokens: int, now: int, rid: str, lease: int) -> Pick:
+        model = self._models[plan.model.name]
+        slot = self._slots[plan.id]
         pick = Pick(index=index, failing=model.failing)
         if plan.spans:
             entry = [now, tokens, rid, len(plan.spans)]
             self._entries[rid] = entry
-            windows = [model.windows[span.id] for span in plan.spans]
+            windows = [slot.windows[span.id] for span in plan.spans]
             for window in windows:
                 window.entries.append(entry)
                 window.tokens += tokens
-            if plan.counts_requests:
+            if plan.model.counts_requests:
                 counts = [len(w.entries) for w in windows]
                 pick.hint = tightest(plan.spans, counts, [w.entries[0][0] for w in windows], now)
-        model.last_used = now
+        slot.last_used = now
         if model.breaker_until:  # eligible with a breaker rest over: the half-open trial
             pick.trial = True
             model.trial_until = now + lease
+        key = self._keys[plan.key]
+        if key.rest.kind == AUTH:  # eligible with an auth rest over: the key's trial
+            pick.key_trial = True
+            key.trial_until = now + lease
         return pick
 
-    def _advance(self, model: _Model, span_id: str, floor: int) -> _Window:
+    def _advance(self, slot: _Slot, span_id: str, floor: int) -> _Window:
         """Bring a window up to `floor`: entries at or before it stop counting."""
-        window = model.windows.get(span_id)
+        window = slot.windows.get(span_id)
         if window is None:
-            window = model.windows[span_id] = _Window()
+            window = slot.windows[span_id] = _Window()
         if floor > window.cursor:
             entries = window.entries
             while entries and entries[0][0] <= floor:
@@ -160,15 +190,16 @@ class MemoryStorage(Storage):
             window.cursor = floor
         return window
 
-    def settle(self, plan: ModelPlan, rid: str, reserved: int, used: int) -> None:
+    def settle(self, slot: SlotPlan, rid: str, reserved: int, used: int) -> None:
         with self._lock:
             entry = self._entries.get(rid)
             if entry is None:  # no window counts it any more
                 return
+            used = max(used, 0)  # a window's sum never goes negative, whatever the caller says
             delta, entry[1] = used - entry[1], used
-            model = self._models[plan.name]
-            for span in plan.spans:
-                window = model.windows[span.id]
+            record = self._slots[slot.id]
+            for span in slot.spans:
+                window = record.windows[span.id]
                 if entry[0] > window.cursor:
                     window.tokens += delta
 
@@ -191,6 +222,22 @@ class MemoryStorage(Storage):
             if failing is not None:
                 model.failing = failing
 
+    def rest(self, slot: SlotPlan, now: int, rest: Rest, *, whole_key: bool) -> None:
+        with self._lock:
+            if whole_key:
+                key = self._key(slot.key)
+                if rest.until > key.rest.until:
+                    key.rest, key.trial_until = rest, 0
+            else:
+                record = self._slot(slot.id)
+                if rest.until > record.rest.until:
+                    record.rest = rest
+
+    def restore_key(self, slot: SlotPlan) -> None:
+        with self._lock:
+            key = self._key(slot.key)
+            key.rest, key.trial_until = NO_REST, 0
+
     def set_breaker(self, name: str, open_until: int) -> None:
         with self._lock:
             model = self._model(name)
@@ -198,25 +245,28 @@ class MemoryStorage(Storage):
             if not open_until:
                 model.failing = False
 
-    def inspect(self, plans: Sequence[ModelPlan], now: int) -> list[ModelState]:
+    def inspect(self, slots: Sequence[SlotPlan], now: int) -> list[SlotState]:
         with self._lock:
-            return [self._state(plan, now) for plan in plans]
+            return [self._state(plan, now) for plan in slots]
 
-    def _state(self, plan: ModelPlan, now: int) -> ModelState:
-        model = self._model(plan.name)
+    def _state(self, plan: SlotPlan, now: int) -> SlotState:
+        model = self._model(plan.model.name)
+        slot = self._slot(plan.id)
         spans = []
         for span in plan.spans:
-            window = self._advance(model, span.id, span.bounds(now)[0])
+            window = self._advance(slot, span.id, span.bounds(now)[0])
             oldest = window.entries[0][0] if window.entries else 0
             spans.append(SpanUsage(len(window.entries), window.tokens, oldest))
-        return ModelState(
+        return SlotState(
             spans=spans,
             cool_until=model.cool_until,
             cool_reason=model.cool_reason,
             breaker_until=model.breaker_until,
-            last_used=model.last_used,
+            last_used=slot.last_used,
             error=model.error,
             error_at=model.error_at,
+            slot_rest=slot.rest,
+            key_rest=self._key(plan.key).rest,
         )
 
     def breaker_storage(self, name: str) -> CircuitBreakerStorage:
@@ -228,6 +278,24 @@ class MemoryStorage(Storage):
         if model is None:
             model = self._models[name] = _Model()
         return model
+
+    def _slot(self, id_: str) -> _Slot:
+        slot = self._slots.get(id_)
+        if slot is None:
+            slot = self._slots[id_] = _Slot()
+        return slot
+
+    def _key(self, id_: str) -> _Key:
+        key = self._keys.get(id_)
+        if key is None:
+            key = self._keys[id_] = _Key()
+        return key
+
+
+def _preference(first: int, ranks: list[tuple[int, int]]) -> Iterator[int]:
+    """Indexes by rank, the best first; the rest are sorted only if the best cannot serve."""
+    yield first
+    yield from (i for i in sorted(range(len(ranks)), key=ranks.__getitem__) if i != first)
 
 
 def _freeing(window: _Window, excess: int) -> int:

@@ -1,9 +1,12 @@
 """Redis storage: every worker and replica shares one quota. Each operation is one Lua script (one
-round trip, atomic); keys are "{namespace}:..." so deployments can share a server.
+round trip, atomic); keys start with "{namespace}:" so deployments can share a server, and carry the
+hash tag "{quota}" so every key a script touches lives in one Redis Cluster slot.
 
-Per model: `{ns}:log:{name}` is a sorted set of reservations ("id|tokens" scored by time),
-`{ns}:win:{name}` each window's cursor and token sum, `{ns}:model:{name}` cooldown, breaker mirror,
-trial lease, last use, failing flag and last error. pybreaker keeps its own `{ns}:breaker:{name}:*`.
+Per slot (one key of one model): `log:{slot}` is a sorted set of reservations ("id|tokens" scored
+by time), `win:{slot}` each window's cursor and token sum, `slot:{slot}` its rest. Per model:
+`model:{name}` cooldown, breaker mirror, trial lease, failing flag and last error; `used:{name}`
+each of its slots' last use (one read ranks them all). Per key value: `key:{id}` its rest and trial
+lease. pybreaker keeps its own `{ns}:breaker:{name}:*`.
 """
 
 from __future__ import annotations
@@ -24,20 +27,24 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from app.errors import ServiceUnavailable
-from app.routing.limits import ModelPlan
-from app.routing.storage import ModelState, Pick, Refusal, SpanUsage, Storage
+from app.routing.storage import NO_REST, Pick, Refusal, Rest, SlotPlan, SlotState, SpanUsage, Storage
 
 log = logging.getLogger("ai_proxy.routing")
 
 T = TypeVar("T")
-KEY_TTL_MS = 2 * 86400 * 1000  # longer than any window; idle models' keys expire
+KEY_TTL_MS = 2 * 86400 * 1000  # longer than any window; idle models' keys expire (rests: longer)
 MAX_CONNECTIONS = 64  # per process; a reservation holds one for a single round trip
 
 # Shared by the scripts that read windows. A window is brought up to its floor by subtracting the
 # tokens of entries that left it; `w` is the window hash as a table, written back by `save`.
 _PRELUDE = """
 local function fmt(x) return string.format('%d', x) end
-local function tokens_of(member) return tonumber(string.match(member, '|(%d+)$')) end
+-- Whatever a member holds (older versions wrote negative counts), it reads as a count >= 0.
+local function tokens_of(member)
+  local n = tonumber(string.match(member, '|([^|]*)$') or '')
+  if n == nil or n ~= n or n < 0 then return 0 end
+  return n
+end
 
 local function load(wkey)
   local flat = redis.call('HGETALL', wkey)
@@ -49,9 +56,11 @@ end
 local function advance(lkey, w, s)
   s.cur = tonumber(w['c' .. s.id]) or 0
   s.sum = tonumber(w['s' .. s.id]) or 0
+  if s.sum < 0 then s.sum = 0 end
   if s.floor > s.cur then
     local gone = redis.call('ZRANGEBYSCORE', lkey, '(' .. fmt(s.cur), fmt(s.floor))
     for i = 1, #gone do s.sum = s.sum - tokens_of(gone[i]) end
+    if s.sum < 0 then s.sum = 0 end -- only if the sum and the log ever disagree
     if #gone > 0 then w.changed = true end
     s.cur = s.floor
   end
@@ -79,15 +88,51 @@ local function first_after(lkey, cur, offset)
 end
 """
 
-# KEYS: per candidate model, its hash, log and windows. ARGV: now, tokens, member, lease, ttl, then
-# per candidate: tried, priority, span count, and per span: id, floor, length, reset, requests, tokens.
-# Returns {chosen (1-based, 0 = none), trial, failing, hint limit, remaining, wait} followed, when
-# none was chosen, by {candidate, code, wait, detail} per refused candidate.
+# KEYS: the first candidate's model hash (it routes the call in a cluster; every key the script
+# builds from the prefix shares its hash slot). ARGV: now, tokens, member, lease, ttl, key prefix,
+# then per run of one model's candidate slots: model name, priority, span count, per span: id,
+# floor, length, reset, requests, tokens; then the run's slot ids and key ids (each joined by "\n")
+# and its tried flags ("0"/"1" per slot). Candidates are checked best first (priority, then last
+# use) until one can serve; only when none can is every one checked, for the refusals.
+# Returns {chosen (1-based, 0 = none), trial, failing, hint limit, remaining, wait, key trial}
+# followed, when none was chosen, by {candidate, code, wait, detail} per refused candidate.
 _RESERVE = """
 local now, tokens, member = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
-local lease, ttl = tonumber(ARGV[4]), ARGV[5]
-local a = 6
-local cands, refusals, best = {}, {}, nil
+local lease, ttl, prefix = tonumber(ARGV[4]), ARGV[5], ARGV[6]
+local models, keys = {}, {}  -- hashes read once, however many slots share them
+local runs, run_of, pos_of = {}, {}, {}  -- candidate c is slot pos_of[c] of run_of[c]
+
+local a = 7
+while a <= #ARGV do
+  local run = {name = ARGV[a], prio = tonumber(ARGV[a + 1]), spec = {}, sids = {}, kids = {}, used = {}}
+  local n = tonumber(ARGV[a + 2])
+  a = a + 3
+  for j = 1, n do
+    run.spec[j] = {ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]),
+                   tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])}
+    a = a + 6
+  end
+  for sid in string.gmatch(ARGV[a], '[^\\n]+') do run.sids[#run.sids + 1] = sid end
+  for kid in string.gmatch(ARGV[a + 1], '[^\\n]+') do run.kids[#run.kids + 1] = kid end
+  run.tried, run.first = ARGV[a + 2], #run_of + 1
+  a = a + 3
+  local ukey = prefix .. ':used:' .. run.name
+  for from = 1, #run.sids, 1000 do  -- last uses, one call per thousand slots
+    local upto = math.min(from + 999, #run.sids)
+    local used = redis.call('HMGET', ukey, unpack(run.sids, from, upto))
+    for k = from, upto do
+      run.used[k] = tonumber(used[k - from + 1]) or 0
+      run_of[#run_of + 1], pos_of[#pos_of + 1] = run, k
+    end
+  end
+  runs[#runs + 1] = run
+end
+
+local function candidate(c)
+  local run, k = run_of[c], pos_of[c]
+  return {c = c, prio = run.prio, spec = run.spec, name = run.name, sid = run.sids[k], kid = run.kids[k],
+          tried = string.sub(run.tried, k, k) == '1'}
+end
 
 local function wait_of(s, oldest)
   if s.reset > 0 then return s.reset - now end
@@ -105,65 +150,112 @@ local function freeing(lkey, s, excess)
   return t
 end
 
-for c = 1, #KEYS / 3 do
-  local skey, lkey, wkey = KEYS[3 * c - 2], KEYS[3 * c - 1], KEYS[3 * c]
-  local tried, prio, n = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  a = a + 3
-  local st = redis.call('HMGET', skey, 'cool', 'why', 'brk', 'trial', 'used', 'fl')
-  local brk = tonumber(st[3]) or 0
+-- Everything that keeps a candidate from serving now: nil, or its refusal {c, code, wait, detail}.
+local function check(cand)
+  cand.mkey, cand.skey = prefix .. ':model:' .. cand.name, prefix .. ':slot:' .. cand.sid
+  cand.lkey, cand.wkey = prefix .. ':log:' .. cand.sid, prefix .. ':win:' .. cand.sid
+  cand.kkey = prefix .. ':key:' .. cand.kid
+  local m = models[cand.mkey]
+  if m == nil then
+    m = redis.call('HMGET', cand.mkey, 'cool', 'why', 'brk', 'trial', 'fl')
+    models[cand.mkey] = m
+  end
+  local k = keys[cand.kkey]
+  if k == nil then
+    k = redis.call('HMGET', cand.kkey, 'until', 'kind', 'why', 'trial')
+    keys[cand.kkey] = k
+  end
+  local st = redis.call('HMGET', cand.skey, 'until', 'kind', 'why')
+  local brk = tonumber(m[3]) or 0
   local blocks = {}
   if brk > 0 then
-    local trial = tonumber(st[4]) or 0
+    local trial = tonumber(m[4]) or 0
     if brk > now then blocks[#blocks + 1] = {brk - now, 'open', ''}
     elseif trial > now then blocks[#blocks + 1] = {trial - now, 'trial', ''} end
   end
-  local cool = tonumber(st[1]) or 0
-  if cool > now then blocks[#blocks + 1] = {cool - now, 'cool', st[2] or ''} end
+  local cool = tonumber(m[1]) or 0
+  if cool > now then blocks[#blocks + 1] = {cool - now, 'cool', m[2] or ''} end
+  local kuntil, ktrial = tonumber(k[1]) or 0, 0
+  if kuntil > now then
+    blocks[#blocks + 1] = {kuntil - now, 'key', (k[2] or '') .. '|' .. (k[3] or '')}
+  elseif k[2] == 'auth' then
+    ktrial = 1
+    local lease_end = tonumber(k[4]) or 0
+    if lease_end > now then blocks[#blocks + 1] = {lease_end - now, 'ktrial', ''} end
+  end
+  local suntil = tonumber(st[1]) or 0
+  if suntil > now then blocks[#blocks + 1] = {suntil - now, 'slot', (st[2] or '') .. '|' .. (st[3] or '')} end
   local spans, w = {}, {}
-  if n > 0 then w = load(wkey) end
-  for j = 1, n do
-    local s = {id = ARGV[a], floor = tonumber(ARGV[a + 1]), len = tonumber(ARGV[a + 2]),
-               reset = tonumber(ARGV[a + 3]), req = tonumber(ARGV[a + 4]), tok = tonumber(ARGV[a + 5])}
-    a = a + 6
-    advance(lkey, w, s)
+  if #cand.spec > 0 then w = load(cand.wkey) end
+  for j, p in ipairs(cand.spec) do
+    local s = {id = p[1], floor = p[2], len = p[3], reset = p[4], req = p[5], tok = p[6]}
+    advance(cand.lkey, w, s)
     if s.req > 0 and s.count >= s.req then
-      blocks[#blocks + 1] = {wait_of(s, first_after(lkey, s.cur, s.count - s.req)), 'req', s.id}
+      blocks[#blocks + 1] = {wait_of(s, first_after(cand.lkey, s.cur, s.count - s.req)), 'req', s.id}
     end
     if s.tok > 0 and s.sum + tokens > s.tok then
-      blocks[#blocks + 1] = {wait_of(s, freeing(lkey, s, s.sum + tokens - s.tok)), 'tok', s.id}
+      blocks[#blocks + 1] = {wait_of(s, freeing(cand.lkey, s, s.sum + tokens - s.tok)), 'tok', s.id}
     end
     spans[j] = s
   end
-  cands[c] = {skey = skey, lkey = lkey, wkey = wkey, w = w, spans = spans, brk = brk, fl = st[6]}
+  cand.spans, cand.w, cand.brk, cand.fl, cand.ktrial = spans, w, brk, m[5], ktrial
   if #blocks > 0 then
+    if w.changed then save(cand.lkey, cand.wkey, spans, ttl) end
     local longest, pick = 0, blocks[1]
     for _, b in ipairs(blocks) do if b[1] > longest then longest = b[1] end end
     if pick[2] ~= 'open' and pick[2] ~= 'trial' then
       for _, b in ipairs(blocks) do if b[1] == longest then pick = b; break end end
     end
-    refusals[#refusals + 1] = {c, pick[2], longest, pick[3]}
-  elseif tried == '1' then
-    refusals[#refusals + 1] = {c, 'tried', 0, ''}
-  else
-    local used = tonumber(st[5]) or 0
-    if best == nil or prio < best.prio or (prio == best.prio and used < best.used) then
-      best = {c = c, prio = prio, used = used}
-    end
+    return {cand.c, pick[2], longest, pick[3]}
+  end
+  if cand.tried then
+    if w.changed then save(cand.lkey, cand.wkey, spans, ttl) end
+    return {cand.c, 'tried', 0, ''}
+  end
+  return nil
+end
+
+local function before(x, y)  -- candidate indexes: priority, then last use, then position
+  local rx, ry = run_of[x], run_of[y]
+  if rx.prio ~= ry.prio then return rx.prio < ry.prio end
+  local ux, uy = rx.used[pos_of[x]], ry.used[pos_of[y]]
+  if ux ~= uy then return ux < uy end
+  return x < y
+end
+
+local first = nil
+for _, run in ipairs(runs) do  -- each run's least recently used slot, then the best of those
+  local k = 1
+  for j = 2, #run.used do if run.used[j] < run.used[k] then k = j end end
+  if #run.used > 0 and (first == nil or before(run.first + k - 1, first)) then first = run.first + k - 1 end
+end
+local best, refusals = nil, {}
+if first ~= nil then
+  local cand = candidate(first)
+  local r = check(cand)
+  if r == nil then best = cand else refusals[first] = r end
+end
+if best == nil and first ~= nil then
+  local order = {}
+  for c = 1, #run_of do if c ~= first then order[#order + 1] = c end end
+  table.sort(order, before)
+  for _, c in ipairs(order) do
+    local cand = candidate(c)
+    local r = check(cand)
+    if r == nil then best = cand; break end
+    refusals[c] = r
   end
 end
 
-for c, cand in ipairs(cands) do
-  if cand.w.changed and (best == nil or best.c ~= c) then save(cand.lkey, cand.wkey, cand.spans, ttl) end
-end
 if best == nil then
-  local out = {0, 0, 0, 0, 0, 0}
-  for _, r in ipairs(refusals) do
-    for _, v in ipairs(r) do out[#out + 1] = v end
+  local out = {0, 0, 0, 0, 0, 0, 0}
+  for c = 1, #run_of do
+    for _, v in ipairs(refusals[c]) do out[#out + 1] = v end
   end
   return out
 end
 
-local cand = cands[best.c]
+local cand = best
 local hint = {0, 0, 0}
 if #cand.spans > 0 then
   redis.call('ZADD', cand.lkey, fmt(now), member)
@@ -179,17 +271,21 @@ if #cand.spans > 0 then
   end
   save(cand.lkey, cand.wkey, cand.spans, ttl)
 end
+local ukey = prefix .. ':used:' .. cand.name
+redis.call('HSET', ukey, cand.sid, fmt(now))
+redis.call('PEXPIRE', ukey, ttl)
 local trial = 0
 if cand.brk > 0 then
   trial = 1
-  redis.call('HSET', cand.skey, 'used', fmt(now), 'trial', fmt(now + lease))
-else
-  redis.call('HSET', cand.skey, 'used', fmt(now))
+  redis.call('HSET', cand.mkey, 'trial', fmt(now + lease))
+  redis.call('PEXPIRE', cand.mkey, ttl)
 end
-redis.call('PEXPIRE', cand.skey, ttl)
+if cand.ktrial == 1 then
+  redis.call('HSET', cand.kkey, 'trial', fmt(now + lease))
+end
 local failing = 0
 if cand.fl then failing = 1 end
-return {best.c, trial, failing, hint[1], hint[2], hint[3]}
+return {cand.c, trial, failing, hint[1], hint[2], hint[3], cand.ktrial}
 """
 
 # KEYS: log, windows. ARGV: old member, new member, token delta, span ids.
@@ -221,22 +317,38 @@ redis.call('PEXPIRE', k, ARGV[6])
 return 1
 """
 
-# KEYS: model hash, log, windows. ARGV: ttl, then per span: id, floor.
-# Returns {cool, why, brk, used, err, err_at} then per span {count, tokens, oldest}.
+# KEYS: a slot's or a key's hash. ARGV: until, class, reason, ttl. A rest is never shortened; a new
+# rest of a key ends its trial lease.
+_REST = """
+local k = KEYS[1]
+if tonumber(ARGV[1]) > (tonumber(redis.call('HGET', k, 'until')) or 0) then
+  redis.call('HSET', k, 'until', ARGV[1], 'kind', ARGV[2], 'why', ARGV[3])
+  redis.call('HDEL', k, 'trial')
+end
+if redis.call('PTTL', k) < tonumber(ARGV[4]) then redis.call('PEXPIRE', k, ARGV[4]) end
+return 1
+"""
+
+# KEYS: model hash, slot hash, log, windows, key hash, the model's last uses. ARGV: ttl, slot id,
+# then per span: id, floor. Returns {cool, why, brk, err, err_at, used, until, class, reason,
+# key until, class, reason} then per span {count, tokens, oldest}.
 _INSPECT = """
-local st = redis.call('HMGET', KEYS[1], 'cool', 'why', 'brk', 'used', 'err', 'err_at')
+local st = redis.call('HMGET', KEYS[1], 'cool', 'why', 'brk', 'err', 'err_at')
+st[#st + 1] = redis.call('HGET', KEYS[6], ARGV[2])
+for _, v in ipairs(redis.call('HMGET', KEYS[2], 'until', 'kind', 'why')) do st[#st + 1] = v end
+for _, v in ipairs(redis.call('HMGET', KEYS[5], 'until', 'kind', 'why')) do st[#st + 1] = v end
 local spans, w = {}, {}
-if #ARGV > 1 then w = load(KEYS[3]) end
-for a = 2, #ARGV, 2 do
+if #ARGV > 2 then w = load(KEYS[4]) end
+for a = 3, #ARGV, 2 do
   local s = {id = ARGV[a], floor = tonumber(ARGV[a + 1])}
-  advance(KEYS[2], w, s)
+  advance(KEYS[3], w, s)
   spans[#spans + 1] = s
 end
-if w.changed then save(KEYS[2], KEYS[3], spans, ARGV[1]) end
+if w.changed then save(KEYS[3], KEYS[4], spans, ARGV[1]) end
 for _, s in ipairs(spans) do
   st[#st + 1] = s.count
   st[#st + 1] = s.sum
-  st[#st + 1] = first_after(KEYS[2], s.cur, 0) or 0
+  st[#st + 1] = first_after(KEYS[3], s.cur, 0) or 0
 end
 return st
 """
@@ -250,8 +362,10 @@ class RedisStorage(Storage):
         self._reserve = client.register_script(_PRELUDE + _RESERVE)
         self._settle = client.register_script(_SETTLE)
         self._report = client.register_script(_REPORT)
+        self._rest = client.register_script(_REST)
         self._inspect = client.register_script(_PRELUDE + _INSPECT)
-        self._keys: dict[str, tuple[str, str, str]] = {}
+        self._prefix = f"{namespace}:{{quota}}"
+        self._slot_keys: dict[str, tuple[str, str, str, str, str, str]] = {}
         self._down = False
         self._state_lock = threading.Lock()  # only taken when Redis fails or recovers
         self._local = threading.local()  # each thread's own connection for the scripts
@@ -277,34 +391,45 @@ class RedisStorage(Storage):
 
     def reserve(
         self,
-        plans: Sequence[ModelPlan],
+        slots: Sequence[SlotPlan],
         tried: Sequence[bool],
         tokens: int,
         now: int,
         rid: str,
         lease: int,
     ) -> Pick:
-        keys: list[str] = []
-        args: list[Any] = [now, tokens, f"{rid}|{tokens}", lease, KEY_TTL_MS]
-        for plan, was_tried in zip(plans, tried, strict=True):
-            keys.extend(self._keys_for(plan.name))
-            args += (1 if was_tried else 0, plan.priority, len(plan.spans))
-            for span in plan.spans:
+        args: list[Any] = [now, tokens, f"{rid}|{tokens}", lease, KEY_TTL_MS, self._prefix]
+        start = 0
+        while start < len(slots):  # one run per model: its windows once, its slots as two strings
+            model = slots[start].model
+            end = start + 1
+            while end < len(slots) and slots[end].model is model:
+                end += 1
+            args += (model.name, model.priority, len(model.spans))
+            for span in model.spans:
                 floor, reset = span.bounds(now)
                 args += (span.id, floor, span.length, reset, span.requests, span.tokens)
-        out = self._run(self._script, self._reserve, keys, args)
+            run = slots[start:end]
+            args += ("\n".join(s.id for s in run), "\n".join(s.key for s in run))
+            args.append("".join("1" if t else "0" for t in tried[start:end]) if any(tried[start:end]) else "")
+            start = end
+        first_model = self._model_key(slots[0].model.name) if slots else self._model_key("")
+        out = self._run(self._script, self._reserve, [first_model], args)
         if out[0]:
             hint = (out[3], out[4], out[5]) if out[3] else None
-            return Pick(index=out[0] - 1, trial=bool(out[1]), failing=bool(out[2]), hint=hint)
+            return Pick(
+                index=out[0] - 1, trial=bool(out[1]), failing=bool(out[2]), hint=hint, key_trial=bool(out[6])
+            )
         refusals = [
             Refusal(out[i] - 1, out[i + 1].decode(), out[i + 2], out[i + 3].decode())
-            for i in range(6, len(out), 4)
+            for i in range(7, len(out), 4)
         ]
         return Pick(refusals=refusals)
 
-    def settle(self, plan: ModelPlan, rid: str, reserved: int, used: int) -> None:
-        _, log_key, windows_key = self._keys_for(plan.name)
-        args = [f"{rid}|{reserved}", f"{rid}|{used}", used - reserved, *(s.id for s in plan.spans)]
+    def settle(self, slot: SlotPlan, rid: str, reserved: int, used: int) -> None:
+        log_key, windows_key = self._keys_for(slot)[2:4]
+        used = max(used, 0)
+        args = [f"{rid}|{reserved}", f"{rid}|{used}", used - reserved, *(s.id for s in slot.spans)]
         self._run(self._script, self._settle, [log_key, windows_key], args)
 
     def report(
@@ -319,10 +444,18 @@ class RedisStorage(Storage):
     ) -> None:
         flag = "" if failing is None else ("1" if failing else "0")
         args = [now, rest_until, reason, error, flag, KEY_TTL_MS]
-        self._run(self._script, self._report, [self._keys_for(name)[0]], args)
+        self._run(self._script, self._report, [self._model_key(name)], args)
+
+    def rest(self, slot: SlotPlan, now: int, rest: Rest, *, whole_key: bool) -> None:
+        key = self._key_key(slot.key) if whole_key else f"{self._prefix}:slot:{slot.id}"
+        ttl = max(rest.until - now, 0) // 1000 + KEY_TTL_MS  # outlives the rest, kept for its trial
+        self._run(self._script, self._rest, [key], [rest.until, rest.kind, rest.reason, ttl])
+
+    def restore_key(self, slot: SlotPlan) -> None:
+        self._run(self._redis.delete, self._key_key(slot.key))
 
     def set_breaker(self, name: str, open_until: int) -> None:
-        key = self._keys_for(name)[0]
+        key = self._model_key(name)
         pipe = self._redis.pipeline(transaction=True)
         if open_until:
             pipe.hset(key, "brk", open_until)
@@ -332,13 +465,13 @@ class RedisStorage(Storage):
         pipe.pexpire(key, KEY_TTL_MS)
         self._run(pipe.execute)
 
-    def inspect(self, plans: Sequence[ModelPlan], now: int) -> list[ModelState]:
+    def inspect(self, slots: Sequence[SlotPlan], now: int) -> list[SlotState]:
         pipe = self._redis.pipeline(transaction=False)
-        for plan in plans:
-            args: list[Any] = [KEY_TTL_MS]
-            for span in plan.spans:
+        for slot in slots:
+            args: list[Any] = [KEY_TTL_MS, slot.id]
+            for span in slot.spans:
                 args += (span.id, span.bounds(now)[0])
-            self._inspect(self._keys_for(plan.name), args, client=pipe)
+            self._inspect(self._keys_for(slot), args, client=pipe)
         return [_state(row) for row in self._run(pipe.execute)]
 
     def breaker_storage(self, name: str) -> CircuitBreakerStorage:
@@ -346,11 +479,25 @@ class RedisStorage(Storage):
             CircuitRedisStorage, STATE_CLOSED, self._redis, namespace=f"{self._ns}:breaker:{name}"
         )
 
-    def _keys_for(self, name: str) -> tuple[str, str, str]:
-        keys = self._keys.get(name)
+    def _model_key(self, name: str) -> str:
+        return f"{self._prefix}:model:{name}"
+
+    def _key_key(self, key_id: str) -> str:
+        return f"{self._prefix}:key:{key_id}"
+
+    def _keys_for(self, slot: SlotPlan) -> tuple[str, str, str, str, str, str]:
+        """The model's, the slot's (hash, log, windows), the key's records, the model's last uses."""
+        keys = self._slot_keys.get(slot.id)
         if keys is None:
-            ns = self._ns
-            keys = self._keys[name] = (f"{ns}:model:{name}", f"{ns}:log:{name}", f"{ns}:win:{name}")
+            p = self._prefix
+            keys = self._slot_keys[slot.id] = (
+                f"{p}:model:{slot.model.name}",
+                f"{p}:slot:{slot.id}",
+                f"{p}:log:{slot.id}",
+                f"{p}:win:{slot.id}",
+                f"{p}:key:{slot.key}",
+                f"{p}:used:{slot.model.name}",
+            )
         return keys
 
     def _script(self, script: Script, keys: list[str], args: list[Any]) -> Any:
@@ -397,15 +544,25 @@ class RedisStorage(Storage):
         return result
 
 
-def _state(row: list[Any]) -> ModelState:
-    cool, why, brk, used, error, error_at = row[:6]
-    spans = [SpanUsage(row[i], row[i + 1], row[i + 2]) for i in range(6, len(row), 3)]
-    return ModelState(
+def _state(row: list[Any]) -> SlotState:
+    cool, why, brk, error, error_at, used, until, kind, reason, key_until, key_kind, key_reason = row[:12]
+    spans = [SpanUsage(row[i], row[i + 1], row[i + 2]) for i in range(12, len(row), 3)]
+    return SlotState(
         spans=spans,
         cool_until=int(cool or 0),
-        cool_reason=(why or b"").decode(),
+        cool_reason=_text(why),
         breaker_until=int(brk or 0),
         last_used=int(used or 0),
-        error=(error or b"").decode(),
+        error=_text(error),
         error_at=int(error_at or 0),
+        slot_rest=_rest(until, kind, reason),
+        key_rest=_rest(key_until, key_kind, key_reason),
     )
+
+
+def _text(value: bytes | None) -> str:
+    return (value or b"").decode()
+
+
+def _rest(until: bytes | None, kind: bytes | None, reason: bytes | None) -> Rest:
+    return Rest(int(until), _text(kind), _text(reason)) if until else NO_REST

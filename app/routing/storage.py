@@ -1,7 +1,10 @@
 """The one storage interface behind quotas, cooldowns, last-used times and breaker state.
 
-All times are integer microseconds since the epoch (see limits.py). Two implementations share one
-test suite: MemoryStorage (one process) and RedisStorage (every worker and replica).
+Three kinds of record: a model (its breaker mirror, fault cooldown, failing flag, last error), a
+slot (one key of one model: its windows, its own rest, its last use) and a key (a key value's rest,
+shared by every slot that uses that value in any model). All times are integer microseconds since
+the epoch (see limits.py). Two implementations share one test suite: MemoryStorage (one process)
+and RedisStorage (every worker and replica).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import NamedTuple
 
 from pybreaker import CircuitBreakerStorage
 
-from app.routing.limits import ModelPlan
+from app.routing.limits import ModelPlan, Span
 
 # Why a candidate was refused (Refusal.code).
 COOLING = "cool"  # detail: the reason the model rests
@@ -22,10 +25,28 @@ TRIAL_BUSY = "trial"  # half-open, its one trial request is in flight
 REQUESTS_SPENT = "req"  # detail: the span id
 TOKENS_SPENT = "tok"  # detail: the span id
 TRIED = "tried"  # eligible, but excluded by the caller
+SLOT_REST = "slot"  # detail: "class|reason" of the slot's own rest
+KEY_REST = "key"  # detail: "class|reason" of the rest of the key value (auth, credit)
+KEY_TRIAL = "ktrial"  # the key's auth rest is over and its one trial request is in flight
+
+
+@dataclass(frozen=True, slots=True)
+class SlotPlan:
+    """One key of one model, as the storage sees it: ids only, never the key's value."""
+
+    model: ModelPlan
+    id: str  # the slot's record
+    key: str  # the key value's record, shared by every slot with that value
+    priority: int = field(init=False)  # the model's, copied: read for every slot on the hot path
+    spans: tuple[Span, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "priority", self.model.priority)
+        object.__setattr__(self, "spans", self.model.spans)
 
 
 class Refusal(NamedTuple):
-    index: int  # into the plans passed to reserve()
+    index: int  # into the slots passed to reserve()
     code: str
     wait: int  # microseconds until the model may serve again (0 for TRIED)
     detail: str
@@ -37,6 +58,7 @@ class Pick:
 
     index: int = -1
     trial: bool = False  # the half-open breaker's single trial request
+    key_trial: bool = False  # the trial request of a key whose auth rest is over
     failing: bool = False  # failures were reported since the model's last success
     hint: tuple[int, int, int] | None = None  # tightest request window: (limit, remaining, wait)
     refusals: list[Refusal] = field(default_factory=list)
@@ -48,35 +70,46 @@ class SpanUsage(NamedTuple):
     oldest: int  # time of the oldest counted entry, 0 if none
 
 
+class Rest(NamedTuple):
+    until: int
+    kind: str  # a cooldown class
+    reason: str
+
+
+NO_REST = Rest(0, "", "")
+
+
 @dataclass(slots=True)
-class ModelState:
+class SlotState:
     spans: list[SpanUsage]  # aligned with plan.spans
-    cool_until: int = 0
+    cool_until: int = 0  # the model's own (fault) cooldown
     cool_reason: str = ""
     breaker_until: int = 0  # 0: closed; in the future: open; past: half-open
-    last_used: int = 0
-    error: str = ""
+    last_used: int = 0  # the slot's
+    error: str = ""  # the model's last error
     error_at: int = 0
+    slot_rest: Rest = NO_REST
+    key_rest: Rest = NO_REST  # kept after `until` while an auth key awaits its trial
 
 
 class Storage(ABC):
     @abstractmethod
     def reserve(
         self,
-        plans: Sequence[ModelPlan],
+        slots: Sequence[SlotPlan],
         tried: Sequence[bool],
         tokens: int,
         now: int,
         rid: str,
         lease: int,
     ) -> Pick:
-        """Atomically pick the best eligible plan (lowest priority, then least recently used) and
-        take one request and `tokens` in every window of it, stamping it used. A plan whose breaker
-        rest is over gets one trial request, holding off others for `lease`. Tried plans are only
-        evaluated, for the refusal reasons."""
+        """Atomically pick the best eligible slot (lowest priority, then least recently used) and
+        take one request and `tokens` in every window of it, stamping it used. A model whose breaker
+        rest is over gets one trial request, and so does a key whose auth rest is over, each holding
+        off others for `lease`. Tried slots are only evaluated, for the refusal reasons."""
 
     @abstractmethod
-    def settle(self, plan: ModelPlan, rid: str, reserved: int, used: int) -> None:
+    def settle(self, slot: SlotPlan, rid: str, reserved: int, used: int) -> None:
         """Replace a reservation's token estimate with the real usage, wherever it still counts."""
 
     @abstractmethod
@@ -90,8 +123,17 @@ class Storage(ABC):
         error: str = "",
         failing: bool | None = None,
     ) -> None:
-        """Record an outcome: rest the model until `rest_until` (never shortening a rest), note the
-        error text, set or clear the failing flag (None leaves it)."""
+        """Record a model's outcome: rest the model until `rest_until` (never shortening a rest),
+        note the error text, set or clear the failing flag (None leaves it)."""
+
+    @abstractmethod
+    def rest(self, slot: SlotPlan, now: int, rest: Rest, *, whole_key: bool) -> None:
+        """Rest the slot, or with `whole_key` its key value in every model, never shortening a rest.
+        Resting a key ends its trial lease."""
+
+    @abstractmethod
+    def restore_key(self, slot: SlotPlan) -> None:
+        """The key's trial request succeeded: its rest ends."""
 
     @abstractmethod
     def set_breaker(self, name: str, open_until: int) -> None:
@@ -99,8 +141,8 @@ class Storage(ABC):
         clears the failing flag). Either way any trial lease ends."""
 
     @abstractmethod
-    def inspect(self, plans: Sequence[ModelPlan], now: int) -> list[ModelState]:
-        """Current usage and status of each plan."""
+    def inspect(self, slots: Sequence[SlotPlan], now: int) -> list[SlotState]:
+        """Current usage and status of each slot."""
 
     @abstractmethod
     def breaker_storage(self, name: str) -> CircuitBreakerStorage:
