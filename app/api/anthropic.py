@@ -80,6 +80,8 @@ def to_chat(body: dict[str, Any]) -> dict[str, Any]:
         messages.append({"role": "system", "content": system})
     for index, message in enumerate(raw_messages):
         messages += _message(message, f"messages.{index}")
+    if all(m["role"] == "system" for m in messages):
+        raise InvalidRequest("messages: nothing to answer (no user or assistant content)", param="messages")
     chat: dict[str, Any] = {"model": model, "messages": messages}
     max_tokens = body.get("max_tokens")
     if max_tokens is not None:

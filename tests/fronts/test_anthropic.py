@@ -186,6 +186,14 @@ def test_thinking_budget_is_a_reasoning_effort(thinking, effort):
     [
         ({"messages": [{"role": "user", "content": "x"}]}, "model"),
         ({"model": "m", "messages": []}, "messages"),
+        (
+            {
+                "model": "m",
+                "messages": [{"role": "user", "content": [{"type": "thinking", "thinking": "x"}]}],
+            },
+            "messages",
+        ),
+        ({"model": "m", "messages": [{"role": "system", "content": "only rules"}]}, "messages"),
         ({"model": "m", "messages": [{"role": "tool", "content": "x"}]}, "messages.0"),
         ({"model": "m", "messages": [{"role": "user", "content": 5}]}, "messages.0"),
         ({"model": "m", "max_tokens": 0, "messages": [{"role": "user", "content": "x"}]}, "max_tokens"),
