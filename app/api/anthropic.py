@@ -7,7 +7,6 @@ answer or Anthropic's SSE events. The router, quotas, fallback and providers are
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -27,8 +26,10 @@ from app.api.blocks import (
     Finished,
     answer_from_completion,
     close,
+    copy_limits,
     estimate_input_tokens,
     fold_stream,
+    new_id,
     usage_or_estimate,
 )
 from app.api.chat import parse_json_object
@@ -83,14 +84,7 @@ def to_chat(body: dict[str, Any]) -> dict[str, Any]:
     if all(m["role"] == "system" for m in messages):
         raise InvalidRequest("messages: nothing to answer (no user or assistant content)", param="messages")
     chat: dict[str, Any] = {"model": model, "messages": messages}
-    max_tokens = body.get("max_tokens")
-    if max_tokens is not None:
-        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
-            raise InvalidRequest("max_tokens: must be a positive integer", param="max_tokens")
-        chat["max_tokens"] = max_tokens
-    for name in ("temperature", "top_p"):
-        if isinstance(body.get(name), int | float) and not isinstance(body.get(name), bool):
-            chat[name] = body[name]
+    copy_limits(body, "max_tokens", chat)
     stop = body.get("stop_sequences")
     if isinstance(stop, list) and stop:
         chat["stop"] = [s for s in stop if isinstance(s, str)]
@@ -243,10 +237,6 @@ def _reasoning_effort(thinking: Any) -> str | None:
 
 
 # --- answer --------------------------------------------------------------------------------------
-def new_message_id() -> str:
-    return "msg_" + secrets.token_hex(12)
-
-
 def content_block(block: Block, whole: bool) -> dict[str, Any]:
     """A block as Anthropic writes it: whole (answers) or empty (content_block_start)."""
     if block.kind == TOOL_CALL:
@@ -367,7 +357,7 @@ def messages() -> Response:
     """`?beta=true`, `anthropic-version` and `anthropic-beta` change nothing we serve."""
     chat = to_chat(parse_json_object())
     estimate = estimate_input_tokens(chat)
-    message_id = new_message_id()
+    message_id = new_id("msg")
     state = services()
     answer = state.gateway.chat(chat, g.trace)
     if isinstance(answer, StreamAnswer):

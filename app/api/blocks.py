@@ -3,18 +3,21 @@
 Anthropic Messages and OpenAI Responses both describe an answer as an ordered list of blocks
 (reasoning, text, tool calls), each opened, filled and closed in turn. This module folds the
 gateway's answer, a whole `chat.completion` or the stream of `app.events`, into those blocks once,
-so each front only renders them in its own words.
+so each front only renders them in its own words. The few request fields both fronts read alike
+(token limit, sampling, ids) are here too.
 """
 
 from __future__ import annotations
 
 import itertools
+import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from app.errors import InvalidRequest
 from app.events import Heartbeat, StreamEvent, StreamFailed
 from app.gateway import request_length
 
@@ -79,6 +82,25 @@ class Finished:
 BlockEvent = BlockOpened | BlockDelta | BlockClosed | Finished | Heartbeat | StreamFailed
 
 
+# --- request fields both fronts share --------------------------------------------------------
+def copy_limits(body: dict[str, Any], limit_field: str, chat: dict[str, Any]) -> None:
+    """The answer's token limit (named `limit_field` by the front) and the sampling fields."""
+    limit = body.get(limit_field)
+    if limit is not None:
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise InvalidRequest(f"'{limit_field}' must be a positive integer", param=limit_field)
+        chat["max_tokens"] = limit
+    for name in ("temperature", "top_p"):
+        if isinstance(body.get(name), int | float) and not isinstance(body.get(name), bool):
+            chat[name] = body[name]
+
+
+def new_id(prefix: str) -> str:
+    """An id as the front's API writes them: `msg_…`, `resp_…`, `fc_…`."""
+    return f"{prefix}_{secrets.token_hex(12)}"
+
+
+# --- answers ---------------------------------------------------------------------------------
 def usage_from(raw: Any) -> Usage | None:
     """OpenAI's `usage` object (prompt/completion tokens and their details) as a Usage."""
     if not isinstance(raw, dict):

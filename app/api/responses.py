@@ -8,7 +8,6 @@ Errors keep OpenAI's shape (the default); once a stream has started, a failure i
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -29,8 +28,10 @@ from app.api.blocks import (
     Finished,
     answer_from_completion,
     close,
+    copy_limits,
     estimate_input_tokens,
     fold_stream,
+    new_id,
     usage_or_estimate,
 )
 from app.api.chat import parse_json_object
@@ -218,14 +219,7 @@ def _list(value: Any, where: str) -> list[Any]:
 
 
 def _options(body: dict[str, Any], chat: dict[str, Any]) -> None:
-    limit = body.get("max_output_tokens")
-    if limit is not None:
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-            raise InvalidRequest("'max_output_tokens' must be a positive integer.", param="max_output_tokens")
-        chat["max_tokens"] = limit
-    for name in ("temperature", "top_p"):
-        if isinstance(body.get(name), int | float) and not isinstance(body.get(name), bool):
-            chat[name] = body[name]
+    copy_limits(body, "max_output_tokens", chat)
     reasoning = body.get("reasoning")
     effort = reasoning.get("effort") if isinstance(reasoning, dict) else None
     effort = EFFORTS.get(effort) if isinstance(effort, str) else None
@@ -252,10 +246,6 @@ def _options(body: dict[str, Any], chat: dict[str, Any]) -> None:
 
 
 # --- answer --------------------------------------------------------------------------------------
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(12)}"
-
-
 def item_id(block: Block, custom_tools: set[str]) -> str:
     if block.kind == TEXT:
         return new_id("msg")
