@@ -34,6 +34,7 @@ from app.api.blocks import (
 )
 from app.api.chat import parse_json_object
 from app.api.render import error_shape, json_response, retry_after_header, served_headers, services
+from app.api.schema import check_chat, check_depth
 from app.errors import InvalidRequest, ProxyError, ServiceUnavailable
 from app.events import StreamFailed
 from app.gateway import StreamAnswer
@@ -68,7 +69,8 @@ Redact = Callable[[str], str]  # the app's Redactor: no key or token in an error
 def to_chat(body: dict[str, Any]) -> dict[str, Any]:
     """A Messages request as the internal chat request. Raises InvalidRequest for what we can't
     read; fields that change nothing we serve (`metadata`, `top_k`, `cache_control`, betas) are
-    dropped, and unknown fields are ignored."""
+    dropped, and unknown fields are ignored. The result passes the chat schema the adapters trust."""
+    check_depth(body)
     model = body.get("model")
     if not isinstance(model, str) or not model.strip():
         raise InvalidRequest("model: Field required (a non-empty string)", param="model")
@@ -103,6 +105,7 @@ def to_chat(body: dict[str, Any]) -> dict[str, Any]:
         raise InvalidRequest("stream: must be a boolean", param="stream")
     if stream:
         chat["stream"] = True
+    check_chat(chat)
     return chat
 
 

@@ -10,14 +10,13 @@ from flask import Blueprint, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from app.api.render import error_body, json_response, served_headers, services
+from app.api.schema import check_chat
 from app.errors import InvalidRequest, RequestTooLarge
 from app.events import HEARTBEAT, StreamEvent
 from app.gateway import StreamAnswer
 from app.sse import DONE, KEEP_ALIVE, encode
 
 bp = Blueprint("chat", __name__)
-
-ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
 
 def read_body() -> bytes:
@@ -51,34 +50,6 @@ def parse_json_object() -> dict[str, Any]:
     return body
 
 
-def validate_chat(body: dict[str, Any]) -> None:
-    """Check what the proxy itself relies on; everything else is the upstream's to judge."""
-    model = body.get("model")
-    if not isinstance(model, str) or not model.strip():
-        raise InvalidRequest("'model' is required and must be a non-empty string", param="model")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise InvalidRequest("'messages' must be a non-empty list", param="messages")
-    for index, message in enumerate(messages):
-        if not isinstance(message, dict):
-            raise InvalidRequest(f"messages[{index}] must be an object", param=f"messages[{index}]")
-        role = message.get("role")
-        if role not in ROLES:
-            raise InvalidRequest(
-                f"messages[{index}].role must be one of {', '.join(sorted(ROLES))}, got {role!r}",
-                param=f"messages[{index}].role",
-            )
-        content = message.get("content")
-        if content is not None and not isinstance(content, str | list):
-            raise InvalidRequest(
-                f"messages[{index}].content must be a string or a list of parts",
-                param=f"messages[{index}].content",
-            )
-    stream = body.get("stream", False)
-    if stream is not None and not isinstance(stream, bool):
-        raise InvalidRequest("'stream' must be a boolean", param="stream")
-
-
 def sse_events(
     events: Iterator[StreamEvent], include_usage: bool, redact: Callable[[str], str]
 ) -> Iterator[bytes]:
@@ -105,7 +76,7 @@ def sse_events(
 @bp.post("/chat/completions")
 def chat_completions() -> Response:
     body = parse_json_object()
-    validate_chat(body)
+    check_chat(body)
     state = services()
     answer = state.gateway.chat(body, g.trace)
     if isinstance(answer, StreamAnswer):

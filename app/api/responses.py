@@ -36,6 +36,7 @@ from app.api.blocks import (
 )
 from app.api.chat import parse_json_object
 from app.api.render import json_response, served_headers, services
+from app.api.schema import check_chat, check_depth
 from app.errors import InvalidRequest, ProxyError
 from app.events import StreamFailed
 from app.gateway import StreamAnswer
@@ -65,7 +66,9 @@ class ResponsesRequest:
 
 # --- request -------------------------------------------------------------------------------------
 def to_chat(body: dict[str, Any]) -> ResponsesRequest:
-    """A Responses request as the internal chat request; InvalidRequest for what we can't read."""
+    """A Responses request as the internal chat request (it passes the chat schema the adapters
+    trust); InvalidRequest for what we can't read."""
+    check_depth(body)
     model = body.get("model")
     if not isinstance(model, str) or not model.strip():
         raise InvalidRequest("Missing required parameter: 'model'.", param="model")
@@ -93,6 +96,7 @@ def to_chat(body: dict[str, Any]) -> ResponsesRequest:
         raise InvalidRequest("'input' has no message to answer.", param="input")
     _tools(body, request)
     _options(body, request.chat)
+    check_chat(request.chat)
     return request
 
 

@@ -7,8 +7,6 @@ calls the upstream, and translates the answer back. It knows nothing of Flask, q
 from __future__ import annotations
 
 import contextlib
-import email.utils
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -20,16 +18,10 @@ import requests
 import urllib3.exceptions
 
 from app.config import HttpConfig, ModelConfig
-from app.errors import (
-    InvalidRequest,
-    ProxyError,
-    RateLimited,
-    UpstreamAuthError,
-    UpstreamBadRequest,
-    UpstreamError,
-    UpstreamTimeout,
-)
+from app.errors import InvalidRequest, ProxyError, UpstreamError, UpstreamTimeout
 from app.http import SessionPool, release, send
+from app.providers.shape import TRANSLATION_ERRORS, error_for_status, malformed, openai_error_message
+from app.providers.shape import retry_after_seconds as retry_after_seconds  # GigaChat's until it adopts shape
 from app.sse import SSEEvent, iter_sse, read_chunks
 
 MAX_ERROR_BODY = 64 * 1024
@@ -144,10 +136,9 @@ class HttpProvider(Provider):
         if response.status_code >= 400:
             raise self.parse_error(response.status_code, content[:MAX_ERROR_BODY], response.headers)
         try:
-            data = orjson.loads(content)
-        except orjson.JSONDecodeError:
-            raise UpstreamError(f"Upstream for model {self.model.name} sent an unreadable answer") from None
-        return Completion(self.parse_response(data), response.headers)
+            return Completion(self.parse_response(orjson.loads(content)), response.headers)
+        except TRANSLATION_ERRORS as exc:  # the error boundary: never a 500, never the body
+            raise malformed(self.model.name, cause=exc) from None
 
     def stream(self, body: dict[str, Any]) -> ChunkStream:
         response = self._post(self.build_request(body, stream=True), stream=True)
@@ -182,8 +173,8 @@ class HttpProvider(Provider):
             raise UpstreamTimeout(f"Upstream stream for model {name} stalled") from None
         except (urllib3.exceptions.HTTPError, requests.RequestException, OSError):
             raise UpstreamError(f"Upstream stream for model {name} broke off") from None
-        except orjson.JSONDecodeError:
-            raise UpstreamError(f"Upstream stream for model {name} sent an unreadable event") from None
+        except TRANSLATION_ERRORS as exc:  # the error boundary: never a 500, never the event
+            raise malformed(name, stream=True, cause=exc) from None
         release(response)
 
 
@@ -196,187 +187,6 @@ def bearer_headers(model: ModelConfig) -> tuple[dict[str, str], dict[str, str]]:
     if model.token:
         headers["Authorization"] = f"Bearer {model.token}"
     return headers, {**headers, "Accept": "text/event-stream"}
-
-
-def content_text(content: Any) -> str:
-    """The text of an OpenAI message `content`: the string, or its text parts joined by newlines."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(
-            str(part.get("text") or "")
-            for part in content
-            if isinstance(part, dict) and part.get("type") == "text"
-        )
-    return ""
-
-
-def function_tools(body: Mapping[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
-    """The request's function tools (name, description, parameters only) and its `tool_choice` as
-    "auto" | "none" | "required" | None; a named function becomes "required" over that tool alone,
-    for upstreams that cannot name one."""
-    tools = []
-    for tool in body.get("tools") or ():
-        function = tool.get("function") if isinstance(tool, dict) else None
-        if isinstance(function, dict) and function.get("name"):
-            keep = {k: function[k] for k in ("name", "description", "parameters") if k in function}
-            tools.append({"type": "function", "function": keep})
-    choice = body.get("tool_choice")
-    if isinstance(choice, dict):
-        name = (choice.get("function") or {}).get("name")
-        return [t for t in tools if t["function"]["name"] == name], "required"
-    return tools, choice if choice in ("auto", "none", "required") else None
-
-
-def renamed_params(body: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, Any]:
-    """The request's parameters that are set, renamed by `names` (OpenAI's -> the upstream's);
-    `max_completion_tokens` is read as `max_tokens`."""
-    values = {**body, "max_tokens": body.get("max_completion_tokens") or body.get("max_tokens")}
-    return {theirs: values[ours] for ours, theirs in names.items() if values.get(ours) is not None}
-
-
-def json_format(body: Mapping[str, Any]) -> tuple[str | None, Any]:
-    """The request's `response_format` as ("json_object" | "json_schema" | None, its JSON schema)."""
-    response_format = body.get("response_format")
-    if not isinstance(response_format, dict):
-        return None, None
-    kind = response_format.get("type")
-    if kind == "json_schema":
-        return kind, (response_format.get("json_schema") or {}).get("schema")
-    return (kind, None) if kind == "json_object" else (None, None)
-
-
-def openai_usage(
-    prompt_tokens: int, completion_tokens: int, cached_tokens: int | None = None
-) -> dict[str, Any]:
-    usage: dict[str, Any] = {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-    }
-    if cached_tokens:
-        usage["prompt_tokens_details"] = {"cached_tokens": cached_tokens}
-    return usage
-
-
-def chat_completion(
-    completion_id: str,
-    model: str,
-    message: dict[str, Any],
-    finish_reason: str,
-    usage: dict[str, Any] | None,
-) -> dict[str, Any]:
-    """A one-choice OpenAI chat.completion; `message` holds the fields beside `role`."""
-    body: dict[str, Any] = {
-        "id": completion_id,
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", **message}, "finish_reason": finish_reason}
-        ],
-    }
-    if usage:
-        body["usage"] = usage
-    return body
-
-
-class ChunkWriter:
-    """Builds the OpenAI chunks of one single-choice stream; the first delta carries the role."""
-
-    __slots__ = ("_started", "created", "id", "model")
-
-    def __init__(self, chunk_id: str, model: str) -> None:
-        self.id = chunk_id
-        self.model = model
-        self.created = int(time.time())
-        self._started = False
-
-    def _chunk(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": choices,
-        }
-
-    def delta(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
-        if not self._started:
-            self._started = True
-            delta = {"role": "assistant", **delta}
-        return self._chunk([{"index": 0, "delta": delta, "finish_reason": finish_reason}])
-
-    def usage(self, usage: dict[str, Any]) -> dict[str, Any]:
-        chunk = self._chunk([])
-        chunk["usage"] = usage
-        return chunk
-
-
-def openai_error_message(body: bytes) -> str:
-    """The message of an OpenAI-style error envelope (also a bare list of them, as Gemini's compat)."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return body[:300].decode("utf-8", "replace").strip()
-    if isinstance(data, list) and data:
-        data = data[0]
-    if isinstance(data, dict):
-        errors = data.get("errors")  # Cloudflare's envelope
-        if isinstance(errors, list) and errors and isinstance(errors[0], dict) and errors[0].get("message"):
-            return str(errors[0]["message"])
-        error = data.get("error", data)
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])
-        if isinstance(error, str):
-            return error
-        if data.get("message"):
-            return str(data["message"])
-    return ""
-
-
-def error_for_status(
-    status: int,
-    message: str,
-    model_name: str,
-    headers: Mapping[str, str] | None = None,
-    retry_after: float | None = None,
-) -> ProxyError:
-    """Map an upstream HTTP status to our error classes."""
-    detail = f": {message}" if message else ""
-    if status in (401, 403):
-        return UpstreamAuthError(f"The proxy's credentials for model {model_name} were rejected")
-    if status == 429:
-        if retry_after is None and headers is not None:
-            retry_after = retry_after_seconds(headers)
-        return RateLimited(f"Model {model_name} is rate limited upstream{detail}", retry_after=retry_after)
-    if status in (408, 504):
-        return UpstreamTimeout(f"Upstream for model {model_name} timed out{detail}")
-    if 400 <= status < 500:
-        return UpstreamBadRequest(message or f"Upstream rejected the request for model {model_name}")
-    return UpstreamError(f"Upstream for model {model_name} failed with HTTP {status}{detail}")
-
-
-def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
-    """Seconds from `retry-after-ms` or `retry-after` (seconds or an HTTP date)."""
-    value = headers.get("retry-after-ms")
-    if value:
-        try:
-            return max(float(value) / 1000.0, 0.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(when.timestamp() - (time.time() if now is None else now), 0.0)
 
 
 def _abort(response: requests.Response) -> None:

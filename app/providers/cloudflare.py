@@ -10,31 +10,32 @@ Answers come in the v4 envelope (`result`, `success`, `errors`). Older models an
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC
 from typing import Any
 
 import orjson
 
 from app.config import HttpConfig, ModelConfig
-from app.errors import ProxyError, UpstreamError
+from app.errors import ProxyError
 from app.http import SessionPool
-from app.providers.base import (
+from app.providers.base import HttpProvider, UpstreamRequest, bearer_headers
+from app.providers.openai import parse_completion as parse_openai_completion
+from app.providers.shape import (
+    Answer,
     ChunkWriter,
-    HttpProvider,
-    UpstreamRequest,
-    bearer_headers,
-    chat_completion,
     content_text,
     error_for_status,
+    expect,
     function_tools,
+    incomplete_stream,
     json_format,
     openai_error_message,
-    openai_usage,
     renamed_params,
+    seconds_until_midnight,
+    tool_call,
+    usage,
 )
-from app.providers.openai import parse_completion as parse_openai_completion
 from app.sse import SSEEvent
 
 DAILY_LIMIT_CODES = frozenset({3036, 4006})  # the free 10,000 neurons a day are used up (reset 00:00 UTC)
@@ -61,7 +62,7 @@ def build_payload(body: dict[str, Any], stream: bool) -> dict[str, Any]:
                 for c in message["tool_calls"]
             ]
             for call in message["tool_calls"]:
-                tool_names[call.get("id")] = (call.get("function") or {}).get("name")
+                tool_names[call.get("id")] = call["function"]["name"]
         elif role == "tool":
             out["tool_call_id"] = message.get("tool_call_id")
             if tool_names.get(message.get("tool_call_id")):
@@ -82,52 +83,39 @@ def build_payload(body: dict[str, Any], stream: bool) -> dict[str, Any]:
 
 def parse_completion(data: Any, model_name: str) -> dict[str, Any]:
     """The v4 envelope -> OpenAI chat.completion; `success: false` (even with HTTP 200) raises."""
-    if isinstance(data, dict) and data.get("success") is False:
+    if data.get("success") is False:
         raise envelope_error(502, data, model_name, {})
-    result = data.get("result") if isinstance(data, dict) else None
-    if not isinstance(result, dict):
-        raise UpstreamError(f"Upstream for model {model_name} sent an answer without a result")
+    result = expect(data["result"], dict, "result")
     if "choices" in result:
         return parse_openai_completion(result, model_name)
+    answer = Answer(model=model_name)
+    output = answer.choice()
     text = result.get("response")
     if text is not None and not isinstance(text, str):  # JSON mode answers the parsed object
         text = orjson.dumps(text).decode()
-    calls = [{"id": c.get("id") or _call_id(), **_tool_call(c)} for c in result.get("tool_calls") or ()]
-    message: dict[str, Any] = {"content": text or (None if calls else "")}
-    if calls:
-        message["tool_calls"] = calls
-    finish_reason = "tool_calls" if calls else "stop"
-    return chat_completion(_completion_id(), model_name, message, finish_reason, _usage(result.get("usage")))
+    output.add_text(text)
+    for call in result.get("tool_calls") or ():
+        output.add_tool_call(_tool_call(call))
+    output.finish_reason = "tool_calls" if output.tool_calls else "stop"
+    answer.usage = _usage(result.get("usage"))
+    return answer.body()
 
 
-def _tool_call(call: dict[str, Any], no_arguments: str = "{}") -> dict[str, Any]:
+def _tool_call(call: dict[str, Any], missing: str = "{}") -> dict[str, Any]:
     """A native `{name, arguments: {…}}` or OpenAI-shaped call -> OpenAI's, arguments as a JSON string."""
-    function = call.get("function") if isinstance(call.get("function"), dict) else call
-    arguments = function.get("arguments")
-    if arguments is None:
-        arguments = no_arguments
-    elif not isinstance(arguments, str):
-        arguments = orjson.dumps(arguments).decode()
-    return {"type": "function", "function": {"name": function.get("name") or "", "arguments": arguments}}
+    function = call["function"] if isinstance(call.get("function"), dict) else call
+    return tool_call(function.get("name"), function.get("arguments"), call.get("id"), missing=missing)
 
 
-def _usage(usage: Any) -> dict[str, Any] | None:
-    if not isinstance(usage, dict):
+def _usage(counts: Any) -> dict[str, Any] | None:
+    if not isinstance(counts, dict):
         return None
-    details = usage.get("prompt_tokens_details")
-    return openai_usage(
-        int(usage.get("prompt_tokens") or 0),
-        int(usage.get("completion_tokens") or 0),
-        int(details.get("cached_tokens") or 0) if isinstance(details, dict) else None,
+    details = counts.get("prompt_tokens_details")
+    return usage(
+        counts.get("prompt_tokens"),
+        counts.get("completion_tokens"),
+        cached=details.get("cached_tokens") if isinstance(details, dict) else None,
     )
-
-
-def _completion_id() -> str:
-    return f"chatcmpl-{uuid.uuid4().hex}"
-
-
-def _call_id() -> str:
-    return f"call_{uuid.uuid4().hex[:24]}"
 
 
 def parse_chunks(events: Iterable[SSEEvent], model_name: str) -> Iterator[dict[str, Any]]:
@@ -136,10 +124,9 @@ def parse_chunks(events: Iterable[SSEEvent], model_name: str) -> Iterator[dict[s
     Per-chunk usage of OpenAI-shaped events is incremental; only the final `response` event's
     cumulative usage counts.
     """
-    writer = ChunkWriter(_completion_id(), model_name)
-    calls: dict[int, int] = {}  # upstream tool call index -> ours
-    finish_reason = None
-    usage = None
+    writer = ChunkWriter(model=model_name)
+    calls: dict[Any, int] = {}  # upstream tool call index -> ours
+    counts = None
     for event in events:
         if event.data == b"[DONE]":
             break
@@ -151,43 +138,42 @@ def parse_chunks(events: Iterable[SSEEvent], model_name: str) -> Iterator[dict[s
                     delta["tool_calls"] = _call_deltas(delta["tool_calls"], calls)
                     if not delta["tool_calls"]:
                         del delta["tool_calls"]
-                finish_reason = choice.get("finish_reason") or finish_reason
                 if delta or choice.get("finish_reason"):
                     yield writer.delta(delta, choice.get("finish_reason"))
             continue
         if data.get("usage"):
-            usage = data["usage"]
+            counts = data["usage"]
         if data.get("response"):
             yield writer.delta({"content": data["response"]})
         if data.get("tool_calls"):
             deltas = _call_deltas(data["tool_calls"], calls)
             if deltas:
-                yield writer.delta({"tool_calls": deltas})
+                yield writer.tool_calls(deltas)
     else:
-        raise UpstreamError(f"Upstream stream for model {model_name} ended before it was complete")
-    if finish_reason is None:
+        raise incomplete_stream(model_name)
+    if not writer.finished:
         yield writer.delta({}, "tool_calls" if calls else "stop")
-    usage = _usage(usage)
-    if usage:
-        yield writer.usage(usage)
+    counts = _usage(counts)
+    if counts:
+        yield writer.usage(counts)
 
 
-def _call_deltas(upstream: list[dict[str, Any]], calls: dict[int, int]) -> list[dict[str, Any]]:
+def _call_deltas(upstream: list[dict[str, Any]], calls: dict[Any, int]) -> list[dict[str, Any]]:
     """Streamed tool calls -> OpenAI deltas: the first sight of an index carries id, name and arguments
     so far, later ones argument fragments. A whole native call (no `index`) is a call of its own."""
     deltas = []
     for call in upstream:
-        function = call.get("function") if isinstance(call.get("function"), dict) else call
+        function = call["function"] if isinstance(call.get("function"), dict) else call
         if not (call.get("id") or function.get("name") or function.get("arguments")):
             continue  # Workers AI closes a streamed call with an all-null entry
         key = call.get("index", -1 - len(calls))
         if key in calls:
-            fragment = _tool_call(call, no_arguments="")["function"]["arguments"]
+            fragment = _tool_call(call, missing="")["function"]["arguments"]
             if fragment:
                 deltas.append({"index": calls[key], "function": {"arguments": fragment}})
             continue
         calls[key] = len(calls)
-        deltas.append({"index": calls[key], "id": call.get("id") or _call_id(), **_tool_call(call, "")})
+        deltas.append({"index": calls[key], **_tool_call(call, missing="")})
     return deltas
 
 
@@ -203,7 +189,7 @@ def envelope_error(
     message = str(first.get("message") or "")
     code = first.get("code")
     if code in DAILY_LIMIT_CODES:
-        return error_for_status(429, message, model_name, retry_after=_seconds_to_utc_midnight(now))
+        return error_for_status(429, message, model_name, retry_after=seconds_until_midnight(UTC, now))
     if code == CAPACITY_CODE:
         status = 429
     return error_for_status(status, message, model_name, headers)
@@ -217,12 +203,6 @@ def parse_error(
     except orjson.JSONDecodeError:
         return error_for_status(status, openai_error_message(body), model_name, headers)
     return envelope_error(status, data, model_name, headers, now)
-
-
-def _seconds_to_utc_midnight(now: float | None) -> float:
-    current = datetime.now(UTC) if now is None else datetime.fromtimestamp(now, UTC)
-    midnight = (current + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    return (midnight - current).total_seconds()
 
 
 class Cloudflare(HttpProvider):

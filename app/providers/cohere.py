@@ -17,17 +17,19 @@ import orjson
 from app.config import HttpConfig, ModelConfig
 from app.errors import UpstreamError, UpstreamTimeout
 from app.http import SessionPool
-from app.providers.base import (
+from app.providers.base import HttpProvider, UpstreamRequest, bearer_headers
+from app.providers.shape import (
+    Answer,
     ChunkWriter,
-    HttpProvider,
-    UpstreamRequest,
-    bearer_headers,
-    chat_completion,
     content_text,
+    expect,
     function_tools,
+    incomplete_stream,
     json_format,
-    openai_usage,
+    optional_text,
     renamed_params,
+    tool_call,
+    usage,
 )
 from app.sse import SSEEvent
 
@@ -102,45 +104,29 @@ def _response_format(body: dict[str, Any]) -> dict[str, Any] | None:
 
 def parse_completion(data: Any, model_name: str) -> dict[str, Any]:
     """Cohere v2 chat answer -> OpenAI chat.completion."""
-    if not isinstance(data, dict) or not isinstance(data.get("message"), dict):
-        raise UpstreamError(f"Upstream for model {model_name} sent an answer without a message")
-    finish_reason = _finish_reason(data.get("finish_reason"), model_name)
-    message = data["message"]
-    text, thinking = _content(message.get("content"))
-    out: dict[str, Any] = {"content": text}
+    answer = Answer(optional_text(data.get("id"), "id"), model_name)
+    output = answer.choice()
+    output.finish_reason = _finish_reason(data.get("finish_reason"), model_name)
+    message = expect(data["message"], dict, "message")
+    for part in message.get("content") or ():
+        if part["type"] == "text":
+            output.add_text(part.get("text"))
+        elif part["type"] == "thinking":
+            output.add_reasoning(part.get("thinking"))
     calls = message.get("tool_calls")
     if calls:
-        out["content"] = text or message.get("tool_plan") or None
-        out["tool_calls"] = [_tool_call(c) for c in calls]
-    if thinking:
-        out["reasoning_content"] = thinking
-    return chat_completion(
-        str(data.get("id") or ""), model_name, out, finish_reason, _usage(data.get("usage"))
-    )
+        if not output.text:
+            output.add_text(message.get("tool_plan"))
+        for call in calls:
+            output.add_tool_call(_tool_call(call))
+    answer.usage = _usage(data.get("usage"))
+    return answer.body()
 
 
-def _content(parts: Any) -> tuple[str, str]:
-    """(text, thinking) of Cohere's content parts."""
-    text, thinking = [], []
-    for part in parts or ():
-        if part.get("type") == "text":
-            text.append(part.get("text") or "")
-        elif part.get("type") == "thinking":
-            thinking.append(part.get("thinking") or "")
-    return "".join(text), "".join(thinking)
-
-
-def _tool_call(call: dict[str, Any], no_arguments: str = "{}") -> dict[str, Any]:
+def _tool_call(call: dict[str, Any], missing: str = "{}") -> dict[str, Any]:
     """Cohere's tool call is OpenAI's already (JSON-string arguments); fill what may be missing."""
     function = call.get("function") or {}
-    return {
-        "id": call.get("id") or "",
-        "type": "function",
-        "function": {
-            "name": function.get("name") or "",
-            "arguments": function.get("arguments") or no_arguments,
-        },
-    }
+    return tool_call(function.get("name"), function.get("arguments") or None, call.get("id"), missing=missing)
 
 
 def _finish_reason(reason: Any, model_name: str) -> str:
@@ -152,26 +138,21 @@ def _finish_reason(reason: Any, model_name: str) -> str:
     return FINISH_REASONS.get(reason, "stop")
 
 
-def _usage(usage: Any) -> dict[str, Any] | None:
+def _usage(counts: Any) -> dict[str, Any] | None:
     """OpenAI usage from `tokens` (what the model processed, which `cached_tokens` is part of),
     falling back to `billed_units` (the smaller count Cohere bills)."""
-    if not isinstance(usage, dict):
-        return None
-    counts = usage.get("tokens") or usage.get("billed_units")
     if not isinstance(counts, dict):
         return None
-    return openai_usage(
-        int(counts.get("input_tokens") or 0),
-        int(counts.get("output_tokens") or 0),
-        int(usage.get("cached_tokens") or 0),
-    )
+    tokens = counts.get("tokens") or counts.get("billed_units")
+    if not isinstance(tokens, dict):
+        return None
+    return usage(tokens.get("input_tokens"), tokens.get("output_tokens"), cached=counts.get("cached_tokens"))
 
 
 def parse_chunks(events: Iterable[SSEEvent], model_name: str) -> Iterator[dict[str, Any]]:
     """Cohere's typed stream events -> OpenAI chunks, ending with a usage chunk."""
     writer = ChunkWriter("", model_name)
     tool_index: dict[Any, int] = {}  # Cohere's index -> ours, in order of appearance
-    finished = False
     for event in events:
         if event.data == b"[DONE]":
             break
@@ -180,7 +161,7 @@ def parse_chunks(events: Iterable[SSEEvent], model_name: str) -> Iterator[dict[s
         delta = data.get("delta") or {}
         message = delta.get("message") or {}
         if kind == "message-start":
-            writer.id = str(data.get("id") or "")
+            writer.id = optional_text(data.get("id"), "id")
             yield writer.delta({"content": ""})
         elif kind == "content-delta":
             content = message.get("content") or {}
@@ -192,21 +173,20 @@ def parse_chunks(events: Iterable[SSEEvent], model_name: str) -> Iterator[dict[s
             yield writer.delta({"content": message["tool_plan"]})
         elif kind == "tool-call-start":
             index = tool_index.setdefault(data.get("index"), len(tool_index))
-            call = _tool_call(message.get("tool_calls") or {}, no_arguments="")
-            yield writer.delta({"tool_calls": [{"index": index, **call}]})
+            call = _tool_call(message.get("tool_calls") or {}, missing="")
+            yield writer.tool_calls([{"index": index, **call}])
         elif kind == "tool-call-delta":
             fragment = ((message.get("tool_calls") or {}).get("function") or {}).get("arguments")
             if fragment:
                 index = tool_index.get(data.get("index"), 0)
-                yield writer.delta({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})
+                yield writer.tool_calls([{"index": index, "function": {"arguments": fragment}}])
         elif kind == "message-end":
-            finished = True
             yield writer.delta({}, _finish_reason(delta.get("finish_reason"), model_name))
-            usage = _usage(delta.get("usage"))
-            if usage:
-                yield writer.usage(usage)
-    if not finished:
-        raise UpstreamError(f"Upstream stream for model {model_name} ended before it was complete")
+            counts = _usage(delta.get("usage"))
+            if counts:
+                yield writer.usage(counts)
+    if not writer.complete:
+        raise incomplete_stream(model_name)
 
 
 class Cohere(HttpProvider):

@@ -7,10 +7,8 @@ The API key travels only in the `x-goog-api-key` header: URLs end up in logs and
 from __future__ import annotations
 
 import re
-import time
-import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta, timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -19,7 +17,23 @@ import orjson
 from app.config import HttpConfig, ModelConfig
 from app.errors import InvalidRequest, ProxyError, UpstreamError
 from app.http import SessionPool
-from app.providers.base import HttpProvider, UpstreamRequest, error_for_status, openai_error_message
+from app.providers.base import HttpProvider, UpstreamRequest
+from app.providers.shape import (
+    Answer,
+    ChunkWriter,
+    Output,
+    count,
+    error_for_status,
+    expect,
+    incomplete_stream,
+    json_format,
+    max_tokens,
+    openai_error_message,
+    optional_text,
+    seconds_until_midnight,
+    tool_call,
+    usage,
+)
 from app.sse import SSEEvent
 
 # Gemini 3 rejects a replayed function call without its thought signature; Google documents this value
@@ -85,8 +99,6 @@ def to_gemini_request(
     call_names: dict[str, str] = {}  # tool_call id -> function name, for the tool results
     for i, message in enumerate(body.get("messages") or ()):
         where = f"messages[{i}]"
-        if not isinstance(message, dict):
-            raise InvalidRequest("Each message must be an object", param=where)
         role = message.get("role")
         if role in ("system", "developer"):
             system.extend(_text_parts(message.get("content"), where))
@@ -126,11 +138,9 @@ def _text_parts(content: Any, where: str) -> list[dict[str, Any]]:
         return []
     if isinstance(content, str):
         return [{"text": content}]
-    if not isinstance(content, list):
-        raise InvalidRequest("Message content must be a string or a list of parts", param=f"{where}.content")
     parts = []
     for j, part in enumerate(content):
-        if not isinstance(part, dict) or part.get("type") != "text":
+        if part["type"] != "text":
             raise InvalidRequest("Only text parts are accepted here", param=f"{where}.content[{j}]")
         if part.get("text"):
             parts.append({"text": part["text"]})
@@ -143,7 +153,7 @@ def _user_parts(content: Any, where: str) -> list[dict[str, Any]]:
     parts = []
     for j, part in enumerate(content):
         param = f"{where}.content[{j}]"
-        kind = part.get("type") if isinstance(part, dict) else None
+        kind = part["type"]
         if kind == "text":
             if part.get("text"):
                 parts.append({"text": part["text"]})
@@ -188,8 +198,8 @@ def _model_parts(
         tool_calls.append({"function": message["function_call"]})
     for k, call in enumerate(tool_calls):
         param = f"{where}.tool_calls[{k}]"
-        function = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(function, dict) or not function.get("name"):
+        function = call["function"]
+        if not function["name"]:
             raise InvalidRequest("A tool call needs a function name", param=param)
         call_names[call.get("id") or ""] = function["name"]
         part: dict[str, Any] = {
@@ -211,7 +221,7 @@ def _arguments(raw: Any, param: str) -> dict[str, Any]:
         return {}
     try:
         args = orjson.loads(raw)
-    except (orjson.JSONDecodeError, TypeError):
+    except orjson.JSONDecodeError:
         args = None
     if not isinstance(args, dict):
         raise InvalidRequest("Tool call arguments must be a JSON object", param=f"{param}.function.arguments")
@@ -229,7 +239,7 @@ def _function_response(message: Mapping[str, Any], where: str, call_names: dict[
         )
     content = message.get("content")
     if isinstance(content, list):
-        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        content = "".join(p["text"] for p in content if p["type"] == "text")
     try:
         value = orjson.loads(content) if isinstance(content, str) else content
     except orjson.JSONDecodeError:
@@ -243,18 +253,14 @@ def _function_response(message: Mapping[str, Any], where: str, call_names: dict[
 
 
 def _declaration(tool: Any, i: int) -> dict[str, Any]:
-    function = (
-        tool.get("function")
-        if isinstance(tool, dict) and tool.get("type", "function") == "function"
-        else None
-    )
-    if not isinstance(function, dict) or not function.get("name"):
+    function = tool["function"] if tool.get("type", "function") == "function" else None
+    if function is None or not function["name"]:
         raise InvalidRequest("Gemini models take only function tools with a name", param=f"tools[{i}]")
     declaration = {"name": function["name"]}
     if function.get("description"):
         declaration["description"] = function["description"]
     parameters = function.get("parameters")
-    if isinstance(parameters, dict) and (parameters.get("properties") or parameters.get("type") != "object"):
+    if parameters is not None and (parameters.get("properties") or parameters.get("type") != "object"):
         declaration.update(_schema(parameters, "parameters", "parametersJsonSchema"))
     return declaration
 
@@ -286,32 +292,23 @@ def _is_openapi_schema(schema: Any) -> bool:
 def _calling_config(choice: Any) -> dict[str, Any]:
     if isinstance(choice, str) and choice in TOOL_CHOICE_MODES:
         return {"mode": TOOL_CHOICE_MODES[choice]}
-    if (
-        isinstance(choice, dict)
-        and isinstance(choice.get("function"), dict)
-        and choice["function"].get("name")
-    ):
+    if isinstance(choice, dict):
         return {"mode": "ANY", "allowedFunctionNames": [choice["function"]["name"]]}
     raise InvalidRequest("tool_choice must be auto, none, required or a named function", param="tool_choice")
 
 
 def _generation_config(body: Mapping[str, Any]) -> dict[str, Any]:
     config = {dst: body[src] for src, dst in GENERATION_FIELDS if body.get(src) is not None}
-    for name in ("max_completion_tokens", "max_tokens"):
-        if body.get(name) is not None:
-            config["maxOutputTokens"] = body[name]
-            break
+    if max_tokens(body) is not None:
+        config["maxOutputTokens"] = max_tokens(body)
     stop = body.get("stop")
     if stop:
         config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
-    response_format = body.get("response_format")
-    kind = response_format.get("type") if isinstance(response_format, dict) else None
-    if kind in ("json_object", "json_schema"):
+    kind, schema = json_format(body)
+    if kind:
         config["responseMimeType"] = "application/json"
-    if kind == "json_schema":
-        schema = (response_format.get("json_schema") or {}).get("schema")
-        if isinstance(schema, dict):
-            config.update(_schema(schema, "responseSchema", "responseJsonSchema"))
+    if schema is not None:
+        config.update(_schema(schema, "responseSchema", "responseJsonSchema"))
     return config
 
 
@@ -320,41 +317,17 @@ def _generation_config(body: Mapping[str, Any]) -> dict[str, Any]:
 
 def from_gemini_response(data: Any, model_name: str) -> dict[str, Any]:
     """Gemini `GenerateContentResponse` -> OpenAI chat.completion. Raises ProxyError."""
-    if not isinstance(data, dict):
-        raise UpstreamError(f"Upstream for model {model_name} sent an unreadable answer")
     _raise_for_answer(data, model_name)
     candidates = data.get("candidates")
     if not candidates:
         raise UpstreamError(f"Upstream for model {model_name} sent an answer without candidates")
-    choices = []
+    answer = Answer(_completion_id(data), optional_text(data.get("modelVersion"), "modelVersion"))
     for i, candidate in enumerate(candidates):
-        texts, thoughts, calls = _split_parts(candidate)
-        message: dict[str, Any] = {
-            "role": "assistant",
-            "content": "".join(texts) if texts or not calls else None,
-        }
-        if thoughts:
-            message["reasoning_content"] = "".join(thoughts)
-        if calls:
-            message["tool_calls"] = calls
-        choices.append(
-            {
-                "index": candidate.get("index", i),
-                "message": message,
-                "finish_reason": _finish_reason(candidate.get("finishReason"), bool(calls)) or "stop",
-            }
-        )
-    completion = {
-        "id": _completion_id(data),
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": data.get("modelVersion", ""),
-        "choices": choices,
-    }
-    usage = _usage(data.get("usageMetadata"))
-    if usage:
-        completion["usage"] = usage
-    return completion
+        output = answer.choice(candidate.get("index", i))
+        _read_parts(candidate, output)
+        output.finish_reason = _finish_reason(candidate.get("finishReason"), bool(output.tool_calls))
+    answer.usage = _usage(data.get("usageMetadata"))
+    return answer.body()
 
 
 def _raise_for_answer(data: Mapping[str, Any], model_name: str) -> None:
@@ -371,34 +344,24 @@ def _raise_for_answer(data: Mapping[str, Any], model_name: str) -> None:
         )
 
 
-def _split_parts(candidate: Mapping[str, Any]) -> tuple[list[str], list[str], list[dict[str, Any]]]:
-    """A candidate's parts -> (answer texts, thought texts, OpenAI tool calls)."""
-    texts: list[str] = []
-    thoughts: list[str] = []
-    calls: list[dict[str, Any]] = []
+def _read_parts(candidate: Mapping[str, Any], output: Output) -> None:
+    """A candidate's parts -> answer text, thought text and OpenAI tool calls of `output`."""
     for part in (candidate.get("content") or {}).get("parts") or ():
         if "functionCall" in part:
-            calls.append(_tool_call(part))
-        elif part.get("text"):
-            (thoughts if part.get("thought") else texts).append(part["text"])
-    return texts, thoughts, calls
+            output.add_tool_call(_tool_call(part))
+        elif part.get("thought"):
+            output.add_reasoning(part.get("text"))
+        else:
+            output.add_text(part.get("text"))
 
 
 def _tool_call(part: Mapping[str, Any]) -> dict[str, Any]:
     """A functionCall part -> an OpenAI tool call; its thought signature rides along as Google's
     OpenAI-compatible endpoint carries it (`extra_content.google.thought_signature`)."""
     call = part["functionCall"]
-    tool_call: dict[str, Any] = {
-        "id": call.get("id") or f"call_{uuid.uuid4().hex[:24]}",
-        "type": "function",
-        "function": {
-            "name": call.get("name", ""),
-            "arguments": orjson.dumps(call.get("args") or {}).decode(),
-        },
-    }
-    if part.get("thoughtSignature"):
-        tool_call["extra_content"] = {"google": {"thought_signature": part["thoughtSignature"]}}
-    return tool_call
+    signature = part.get("thoughtSignature")
+    extra = {"extra_content": {"google": {"thought_signature": signature}}} if signature else {}
+    return tool_call(call.get("name"), expect(call.get("args") or {}, dict, "args"), call.get("id"), **extra)
 
 
 def _finish_reason(reason: str | None, has_calls: bool) -> str | None:
@@ -409,27 +372,23 @@ def _finish_reason(reason: str | None, has_calls: bool) -> str | None:
     return "tool_calls" if has_calls and mapped == "stop" else mapped
 
 
-def _completion_id(data: Mapping[str, Any]) -> str:
-    return f"chatcmpl-{data.get('responseId') or uuid.uuid4().hex}"
+def _completion_id(data: Mapping[str, Any]) -> str | None:
+    response_id = optional_text(data.get("responseId"), "responseId")
+    return f"chatcmpl-{response_id}" if response_id else None
 
 
 def _usage(meta: Any) -> dict[str, Any] | None:
     """usageMetadata -> OpenAI usage; thought tokens count as completion (reasoning) tokens."""
     if not isinstance(meta, dict):
         return None
-    prompt = meta.get("promptTokenCount", 0) + meta.get("toolUsePromptTokenCount", 0)
-    thoughts = meta.get("thoughtsTokenCount", 0)
-    completion = meta.get("candidatesTokenCount", 0) + thoughts
-    usage: dict[str, Any] = {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": meta.get("totalTokenCount") or prompt + completion,
-    }
-    if meta.get("cachedContentTokenCount"):
-        usage["prompt_tokens_details"] = {"cached_tokens": meta["cachedContentTokenCount"]}
-    if thoughts:
-        usage["completion_tokens_details"] = {"reasoning_tokens": thoughts}
-    return usage
+    thoughts = meta.get("thoughtsTokenCount")
+    return usage(
+        count(meta.get("promptTokenCount")) + count(meta.get("toolUsePromptTokenCount")),
+        count(meta.get("candidatesTokenCount")) + count(thoughts),
+        cached=meta.get("cachedContentTokenCount"),
+        reasoning=thoughts,
+        total=meta.get("totalTokenCount"),
+    )
 
 
 # --- stream -----------------------------------------------------------------------------------
@@ -440,58 +399,38 @@ def gemini_stream_to_chunks(events: Iterable[SSEEvent], model_name: str) -> Iter
 
     Gemini has no end marker: the stream is complete when every candidate has sent a finishReason.
     """
-    created = int(time.time())
-    chunk_id = model = ""
-    started: set[int] = set()
-    finished: set[int] = set()
+    writer: ChunkWriter | None = None
     call_counts: dict[int, int] = {}  # candidate -> tool calls sent so far (OpenAI's tool_call index)
-    usage = None
+    counts = None
     for event in events:
         data = orjson.loads(event.data)
-        if not isinstance(data, dict):
-            continue
         _raise_for_answer(data, model_name)
-        if not chunk_id:
-            chunk_id, model = _completion_id(data), data.get("modelVersion", "")
-        usage = _usage(data.get("usageMetadata")) or usage
+        if writer is None:
+            model = optional_text(data.get("modelVersion"), "modelVersion")
+            writer = ChunkWriter(_completion_id(data), model)
+        counts = _usage(data.get("usageMetadata")) or counts
         for i, candidate in enumerate(data.get("candidates") or ()):
-            index = candidate.get("index", i)
-            texts, thoughts, calls = _split_parts(candidate)
+            index = expect(candidate.get("index", i), int, "candidate index")
+            output = Output()
+            _read_parts(candidate, output)
             delta: dict[str, Any] = {}
-            if texts:
-                delta["content"] = "".join(texts)
-            if thoughts:
-                delta["reasoning_content"] = "".join(thoughts)
-            if calls:
+            if output.text:
+                delta["content"] = "".join(output.text)
+            if output.reasoning:
+                delta["reasoning_content"] = "".join(output.reasoning)
+            if output.tool_calls:
                 first = call_counts.get(index, 0)
-                delta["tool_calls"] = [{"index": first + k, **call} for k, call in enumerate(calls)]
-                call_counts[index] = first + len(calls)
+                delta["tool_calls"] = [
+                    {"index": first + k, **call} for k, call in enumerate(output.tool_calls)
+                ]
+                call_counts[index] = first + len(output.tool_calls)
             reason = _finish_reason(candidate.get("finishReason"), index in call_counts)
-            if not delta and not reason:
-                continue
-            if index not in started:
-                started.add(index)
-                delta = {"role": "assistant", **delta}
-            if reason:
-                finished.add(index)
-            yield {
-                "id": chunk_id,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": model,
-                "choices": [{"index": index, "delta": delta, "finish_reason": reason}],
-            }
-    if not finished or started - finished:
-        raise UpstreamError(f"Upstream stream for model {model_name} ended before it was complete")
-    if usage:
-        yield {
-            "id": chunk_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": [],
-            "usage": usage,
-        }
+            if delta or reason:
+                yield writer.delta(delta, reason, index)
+    if writer is None or not writer.complete:
+        raise incomplete_stream(model_name)
+    if counts:
+        yield writer.usage(counts)
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -537,7 +476,7 @@ def _retry_after(details: list[dict[str, Any]], message: str, now: float | None)
     for detail in details:
         for violation in detail.get("violations") or ():
             if isinstance(violation, dict) and "PerDay" in str(violation.get("quotaId", "")):
-                return _seconds_to_pacific_midnight(time.time() if now is None else now)
+                return seconds_until_midnight(_pacific(), now)
     for detail in details:
         delay = detail.get("retryDelay")
         if isinstance(delay, str) and delay.endswith("s"):
@@ -549,15 +488,12 @@ def _retry_after(details: list[dict[str, Any]], message: str, now: float | None)
     return float(match.group(1)) if match else None
 
 
-def _seconds_to_pacific_midnight(now: float) -> float:
+def _pacific() -> tzinfo:
     """Gemini's daily quotas reset at midnight Pacific time."""
     try:
-        zone: timezone | ZoneInfo = ZoneInfo("America/Los_Angeles")
+        return ZoneInfo("America/Los_Angeles")
     except ZoneInfoNotFoundError:  # no tz database: standard time is close enough
-        zone = timezone(timedelta(hours=-8))
-    today = datetime.fromtimestamp(now, zone).date()
-    midnight = datetime(today.year, today.month, today.day, tzinfo=zone) + timedelta(days=1)
-    return midnight.timestamp() - now
+        return timezone(timedelta(hours=-8))
 
 
 # --- adapter ----------------------------------------------------------------------------------

@@ -50,7 +50,12 @@ from app.providers.base import (
     ImageResult,
     Provider,
     bearer_headers,
+)
+from app.providers.shape import (
+    TRANSLATION_ERRORS,
+    answer_error,
     error_for_status,
+    malformed,
     openai_error_message,
 )
 
@@ -226,7 +231,7 @@ class ImageItem:
 def parse_openai_answer(data: Any, model_name: str) -> list[ImageItem]:
     """`{"data": [{"b64_json" | "url", "revised_prompt"?}]}` -> items (`data:` URLs decoded)."""
     if isinstance(data, dict) and data.get("error"):
-        raise _answer_error(data["error"], model_name)
+        raise answer_error(data["error"], model_name)
     items = data.get("data") if isinstance(data, dict) else None
     if not isinstance(items, list) or not items:
         raise UpstreamError(f"Upstream for model {model_name} sent an answer without images")
@@ -288,15 +293,6 @@ def _error_code(body: bytes) -> str | None:
     return code if isinstance(code, str) and code else None
 
 
-def _answer_error(error: Any, model_name: str) -> ProxyError:
-    """An `error` object inside a 200 answer."""
-    if isinstance(error, dict):
-        code = error.get("code")
-        status = code if isinstance(code, int) and 400 <= code < 600 else 502
-        return error_for_status(status, str(error.get("message") or ""), model_name)
-    return UpstreamError(f"Upstream for model {model_name} failed: {str(error)[:300]}")
-
-
 # --- the adapter ----------------------------------------------------------------------------
 
 
@@ -339,9 +335,7 @@ class ImageProvider(Provider):
         for _ in range(wanted if isinstance(wanted, int) and wanted > 0 else 1):
             try:
                 content, headers = self._post(payload, MAX_IMAGE_BYTES)
-                if self.shape == CLOUDFLARE_SHAPE:
-                    content = parse_cloudflare_answer(content, self.model.name)
-                images.append(checked_image(content, self.model.name))
+                images.append(self._one_image(content))
             except ProxyError:
                 if not images:
                     raise
@@ -356,11 +350,24 @@ class ImageProvider(Provider):
             raise UpstreamError(
                 f"Upstream for model {self.model.name} answered {_describe(content)} instead of images"
             ) from None
+        try:
+            items = parse_openai_answer(data, self.model.name)
+        except TRANSLATION_ERRORS as exc:  # the error boundary: never a 500, never the body
+            raise malformed(self.model.name, cause=exc) from None
         images = []
-        for item in parse_openai_answer(data, self.model.name):
+        for item in items:
             raw = item.data if item.data is not None else self._download(item.url or "")
             images.append(checked_image(raw, self.model.name, item.revised_prompt))
         return ImageResult(images, headers)
+
+    def _one_image(self, content: bytes) -> Image:
+        """The image of a one-image answer (raw bytes, or Cloudflare's envelope)."""
+        try:
+            if self.shape == CLOUDFLARE_SHAPE:
+                content = parse_cloudflare_answer(content, self.model.name)
+            return checked_image(content, self.model.name)
+        except TRANSLATION_ERRORS as exc:  # the error boundary: never a 500, never the body
+            raise malformed(self.model.name, cause=exc) from None
 
     # --- transport ---------------------------------------------------------------------------
     def _post(self, payload: bytes, cap: int) -> tuple[bytes, Mapping[str, str]]:

@@ -7,21 +7,23 @@ mid-stream `error` events.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import orjson
 
 from app.config import HttpConfig, ModelConfig
-from app.errors import ProxyError, UpstreamError
+from app.errors import ProxyError
 from app.http import SessionPool
-from app.providers.base import (
-    HttpProvider,
-    UpstreamRequest,
-    bearer_headers,
+from app.providers.base import HttpProvider, UpstreamRequest, bearer_headers
+from app.providers.shape import (
+    answer_error,
+    check_chunk,
+    check_completion,
     error_for_status,
+    incomplete_stream,
     openai_error_message,
+    seconds_until_epoch_ms,
 )
 from app.sse import SSEEvent
 
@@ -33,59 +35,45 @@ def build_payload(body: dict[str, Any], upstream_model: str, stream: bool) -> di
     payload["model"] = upstream_model
     if stream:
         payload["stream"] = True
-        options = payload.get("stream_options")
-        payload["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+        payload["stream_options"] = {**(payload.get("stream_options") or {}), "include_usage": True}
     return payload
 
 
 def parse_completion(data: Any, model_name: str) -> dict[str, Any]:
-    if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
-        if isinstance(data, dict) and "error" in data:
-            raise stream_error(data["error"], model_name)
-        raise UpstreamError(f"Upstream for model {model_name} sent an answer without choices")
-    return data
+    """A compatible answer, passed through once its shape is checked; an `error` inside a 200 raises."""
+    if isinstance(data, dict) and "error" in data and not isinstance(data.get("choices"), list):
+        raise stream_error(data["error"], model_name)
+    return check_completion(data)
 
 
 def stream_error(error: Any, model_name: str) -> ProxyError:
     """An `error` object inside a 200 answer or stream (OpenRouter, Groq, OpenAI)."""
-    if isinstance(error, dict):
-        message = str(error.get("message") or "")
-        code = error.get("code")
-        status = code if isinstance(code, int) and 400 <= code < 600 else 502
-        metadata = error.get("metadata")
-        retry_after = _openrouter_retry_after(metadata) if isinstance(metadata, dict) else None
-        return error_for_status(status, message, model_name, retry_after=retry_after)
-    return UpstreamError(f"Upstream for model {model_name} failed mid-answer: {error}")
+    return answer_error(error, model_name, openrouter_retry_after(error))
 
 
 def parse_chunks(events: Iterable[SSEEvent], model_name: str) -> Iterator[dict[str, Any]]:
-    """OpenAI SSE events -> chunks, synthesising a usage chunk from Groq's `x_groq.usage`."""
+    """OpenAI SSE events -> chunks (checked), synthesising a usage chunk from Groq's `x_groq.usage`."""
     finished = False
     usage_sent = False
     groq_usage = None
     for event in events:
-        data = event.data
-        if data == b"[DONE]":
+        if event.data == b"[DONE]":
             break
-        chunk = orjson.loads(data)
-        if not isinstance(chunk, dict):
-            continue
-        if "error" in chunk:
+        chunk = orjson.loads(event.data)
+        if isinstance(chunk, dict) and "error" in chunk:
             raise stream_error(chunk["error"], model_name)
-        choices = chunk.get("choices")
-        if choices:
-            for choice in choices:
-                if choice.get("finish_reason"):
-                    finished = True
-            x_groq = chunk.get("x_groq")
-            if x_groq and "usage" in x_groq:
-                groq_usage = x_groq["usage"]
+        check_chunk(chunk)
+        if any(choice.get("finish_reason") for choice in chunk["choices"]):
+            finished = True
+        x_groq = chunk.get("x_groq")
+        if isinstance(x_groq, dict) and x_groq.get("usage") is not None:
+            groq_usage = check_chunk({"choices": [], "usage": x_groq["usage"]})["usage"]
         if chunk.get("usage"):
             usage_sent = True
         yield chunk
     else:
         if not finished:
-            raise UpstreamError(f"Upstream stream for model {model_name} ended before it was complete")
+            raise incomplete_stream(model_name)
     if groq_usage and not usage_sent:
         yield {
             "id": "",
@@ -97,16 +85,13 @@ def parse_chunks(events: Iterable[SSEEvent], model_name: str) -> Iterator[dict[s
         }
 
 
-def _openrouter_retry_after(metadata: Mapping[str, Any]) -> float | None:
+def openrouter_retry_after(error: Any) -> float | None:
     """OpenRouter's 429 metadata carries X-RateLimit-Reset in epoch milliseconds."""
-    headers = metadata.get("headers")
+    metadata = error.get("metadata") if isinstance(error, dict) else None
+    headers = metadata.get("headers") if isinstance(metadata, dict) else None
     if not isinstance(headers, dict):
         return None
-    reset = headers.get("X-RateLimit-Reset") or headers.get("x-ratelimit-reset")
-    try:
-        return max(float(reset) / 1000.0 - time.time(), 0.0)
-    except (TypeError, ValueError):
-        return None
+    return seconds_until_epoch_ms(headers.get("X-RateLimit-Reset") or headers.get("x-ratelimit-reset"))
 
 
 class OpenAICompatible(HttpProvider):
@@ -135,11 +120,9 @@ class OpenAICompatible(HttpProvider):
         if status == 429:
             try:
                 data = orjson.loads(body)
-                metadata = data["error"].get("metadata") if isinstance(data, dict) else None
-                if isinstance(metadata, dict):
-                    retry_after = _openrouter_retry_after(metadata)
-            except (orjson.JSONDecodeError, KeyError, AttributeError, TypeError):
-                pass
+            except orjson.JSONDecodeError:
+                data = None
+            retry_after = openrouter_retry_after(data.get("error") if isinstance(data, dict) else None)
         return error_for_status(
             status, openai_error_message(body), self.model.name, headers, retry_after=retry_after
         )

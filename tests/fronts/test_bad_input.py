@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -87,3 +88,19 @@ def test_responses_input_never_crashes(items):
 @given(st.sampled_from(RESPONSES_FIELDS), JSON | st.lists(JSON | RESPONSES_ITEM, max_size=3))
 def test_responses_fields_never_crash(field, value):
     translated_or_refused(responses.to_chat, {"model": "m", "input": "hi", field: value})
+
+
+def test_deep_nesting_is_refused_not_a_crash():
+    deep: Any = "x"
+    for _ in range(300):  # deeper than the JSON encoder goes (255)
+        deep = {"a": deep}
+    use = {"type": "tool_use", "id": "t", "name": "f", "input": deep}
+    body = {
+        "model": "m",
+        "messages": [{"role": "assistant", "content": [use]}, {"role": "user", "content": "x"}],
+    }
+    with pytest.raises(InvalidRequest, match="nests deeper"):
+        anthropic.to_chat(body)
+    call = {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}", "extra": deep}
+    with pytest.raises(InvalidRequest, match="nests deeper"):
+        responses.to_chat({"model": "m", "input": [{"role": "user", "content": "hi"}, call]})
