@@ -203,6 +203,15 @@ def _is_custom_tool(tool: Any) -> bool:
     return isinstance(tool, dict) and "input_schema" in tool
 
 
+def server_tools(body: dict[str, Any]) -> list[str]:
+    """The names of the server tools a request offered, which the answer goes without."""
+    tools = body.get("tools")
+    offered = tools if isinstance(tools, list) else []
+    return [
+        str(t.get("name") or t.get("type")) for t in offered if isinstance(t, dict) and not _is_custom_tool(t)
+    ]
+
+
 def _tool(tool: dict[str, Any], where: str) -> dict[str, Any]:
     name = tool.get("name")
     if not isinstance(name, str) or not name:
@@ -358,7 +367,9 @@ error_shape(bp, error_response)
 @bp.post("/messages")
 def messages() -> Response:
     """`?beta=true`, `anthropic-version` and `anthropic-beta` change nothing we serve."""
-    chat = to_chat(parse_json_object())
+    body = parse_json_object()
+    chat = to_chat(body)
+    ignored = server_tools(body)
     estimate = estimate_input_tokens(chat)
     message_id = new_id("msg")
     state = services()
@@ -367,9 +378,10 @@ def messages() -> Response:
         name = answer.model.name
         blocks = fold_stream(answer.events, name)
         events = message_events(blocks, message_id, name, estimate, state.redactor)
-        return Response(events, mimetype="text/event-stream", headers=served_headers(answer, stream=True))
+        headers = served_headers(answer, stream=True, ignored_tools=ignored)
+        return Response(events, mimetype="text/event-stream", headers=headers)
     message = message_from(answer_from_completion(answer.body), message_id, estimate)
-    return json_response(message, headers=served_headers(answer))
+    return json_response(message, headers=served_headers(answer, ignored_tools=ignored))
 
 
 @bp.post("/v1/messages/count_tokens")

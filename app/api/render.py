@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -55,9 +55,16 @@ def retry_after_header(error: ProxyError) -> dict[str, str]:
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def served_headers(answer: Any, stream: bool = False) -> dict[str, str]:
-    """Headers of a gateway answer (ChatAnswer or StreamAnswer): rate limits and the model that served."""
+WARNING_HEADER = "X-AI-Proxy-Warning"
+
+
+def served_headers(answer: Any, stream: bool = False, ignored_tools: Sequence[str] = ()) -> dict[str, str]:
+    """Headers of a gateway answer (ChatAnswer or StreamAnswer): rate limits, the model that served,
+    and a warning naming the built-in tools a front API dropped (no free upstream runs them)."""
     headers = {**answer.headers, "X-AI-Proxy-Model": answer.model.name}
+    if ignored_tools:
+        ignored = ", ".join(ignored_tools)
+        headers[WARNING_HEADER] = f"built-in tools are not run by this gateway and were ignored: {ignored}"
     return {**SSE_HEADERS, **headers} if stream else headers
 
 

@@ -50,7 +50,6 @@ EFFORTS = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "
 INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 ECHOED = ("instructions", "max_output_tokens", "metadata", "parallel_tool_calls", "reasoning", "store")
 ECHOED += ("temperature", "text", "tool_choice", "tools", "top_p", "truncation", "user")
-WARNING_HEADER = "X-AI-Proxy-Warning"
 
 
 @dataclass(slots=True)
@@ -511,21 +510,13 @@ def create_response() -> Response:
     chat = request.chat
     estimate = estimate_input_tokens(chat)
     response_id, created_at = new_id("resp"), int(time.time())
-    warning = (
-        {
-            WARNING_HEADER: "built-in tools are not run by this gateway and were ignored: "
-            + ", ".join(request.ignored_tools)
-        }
-        if request.ignored_tools
-        else {}
-    )
     state = services()
     answer = state.gateway.chat(chat, g.trace)
     if isinstance(answer, StreamAnswer):
         name = answer.model.name
         blocks = fold_stream(answer.events, name)
         events = response_events(blocks, request, response_id, created_at, name, estimate, state.redactor)
-        headers = {**served_headers(answer, stream=True), **warning}
+        headers = served_headers(answer, stream=True, ignored_tools=request.ignored_tools)
         return Response(events, mimetype="text/event-stream", headers=headers)
     body = response_from(request, answer_from_completion(answer.body), response_id, created_at, estimate)
-    return json_response(body, headers={**served_headers(answer), **warning})
+    return json_response(body, headers=served_headers(answer, ignored_tools=request.ignored_tools))

@@ -57,6 +57,7 @@ def test_create_with_beta_query_and_bearer_auth(front_server, fake: FakeOpenAI):
             "model": "claude-sonnet-4-5",
             "max_tokens": 50,
             "messages": [{"role": "user", "content": "hi"}],
+            "tools": [WEATHER, {"type": "web_search_20250305", "name": "web_search", "max_uses": 2}],
         },
         timeout=10,
     )
@@ -64,6 +65,8 @@ def test_create_with_beta_query_and_bearer_auth(front_server, fake: FakeOpenAI):
     assert answer.json()["content"] == [{"type": "text", "text": "Beta hello"}]
     assert answer.headers["X-AI-Proxy-Model"] == "fake/big"  # by the alias claude-* -> BIG
     assert answer.json()["model"] == "fake/big"
+    assert answer.headers["X-AI-Proxy-Warning"].endswith("ignored: web_search")
+    assert [t["function"]["name"] for t in fake.chat_requests[-1].json["tools"]] == ["get_weather"]
 
 
 def test_stream(client, fake: FakeOpenAI):
