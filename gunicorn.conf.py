@@ -1,6 +1,9 @@
 """gunicorn settings for ai-proxy; every value can be set through the environment."""
 
+import contextlib
 import os
+import signal
+import threading
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8080')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
@@ -17,7 +20,7 @@ graceful_timeout = int(os.environ.get("AI_PROXY_GRACEFUL_TIMEOUT", "30"))
 keepalive = int(os.environ.get("AI_PROXY_KEEPALIVE", "75"))
 worker_connections = 1000
 # Build the app once in the master: a bad config fails before any worker starts, and workers
-# share the loaded code copy-on-write.
+# share the loaded code copy-on-write. (SIGHUP reloads config.yaml all the same: see when_ready.)
 preload_app = True
 accesslog = None  # the app writes its own access line with model, attempts and latencies
 errorlog = "-"
@@ -62,6 +65,47 @@ if not os.environ.get("AI_PROXY_METRICS_READY"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ai-proxy-metrics-")
         os.environ["AI_PROXY_METRICS_TMPDIR"] = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     os.environ["AI_PROXY_METRICS_READY"] = "1"
+
+
+def when_ready(server):
+    """SIGHUP reloads config.yaml inside the running processes, not by forking fresh workers from the
+    preloaded (stale) app: the master checks the file and rebuilds its own copy (so a worker it forks
+    later starts on the new config), then asks each worker to do the same over its storage. Quota
+    counts survive, memory storage included; in-flight answers and streams finish undisturbed. A
+    broken file is logged once, by the master, and nothing changes. (gunicorn's own HUP would also
+    re-read this file; its settings need a restart.)"""
+    live = server.app.wsgi() if server.cfg.preload_app else None
+    if not hasattr(live, "reload"):  # another WSGI app (bench): gunicorn's own HUP
+        return
+
+    def reload_everywhere(signum, frame):
+        # A HUP while this one runs is dropped: a handler nested inside it would wait on its lock.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        try:
+            if live.reload():
+                for pid in list(server.WORKERS):
+                    with contextlib.suppress(ProcessLookupError):  # gone: its successor forks the new app
+                        os.kill(pid, signal.SIGHUP)
+        finally:
+            signal.signal(signal.SIGHUP, reload_everywhere)
+
+    signal.signal(signal.SIGHUP, reload_everywhere)
+
+
+def post_worker_init(worker):
+    """In a worker, SIGHUP (sent by the master, see when_ready) reloads the app on a thread of its
+    own: the main loop keeps accepting, and requests keep running, meanwhile."""
+    live = worker.wsgi
+    if not hasattr(live, "reload"):
+        return
+
+    def reload_here(signum, frame):
+        reload = threading.Thread(target=live.reload, kwargs={"quiet": True}, name="ai-proxy-reload")
+        reload.daemon = True
+        reload.start()
+
+    signal.signal(signal.SIGHUP, reload_here)
+    signal.siginterrupt(signal.SIGHUP, False)  # never break a system call of a running request
 
 
 def child_exit(server, worker):

@@ -10,15 +10,15 @@ if TYPE_CHECKING:
     from flask import Flask
 
     from app.config import Config
+    from app.services import Services
 
 
-def create_app(config: Config | None = None) -> Flask:
+def create_app(config: Config | None = None, previous: Services | None = None) -> Flask:
     """The app factory: build every service from `config` (default: load it) and register the API.
 
-    Imports are local so that `app.__version__` and the CLI stay cheap to import.
+    `previous` is the running app's services on a reload: their storage (and so the quota counts)
+    carries over. Imports are local so that `app.__version__` and the CLI stay cheap to import.
     """
-    import logging
-
     from flask import Flask
 
     from app import api
@@ -32,22 +32,33 @@ def create_app(config: Config | None = None) -> Flask:
 
         load_dotenv(override=False)
         config = load_config()
-    redactor = Redactor(config_secrets(config))
-    setup_logging(config.log_level, config.log_format, redactor)
-    log = logging.getLogger("ai_proxy")
+    if previous is None:
+        redactor = Redactor(config_secrets(config))
+    else:  # the same one, which the log filter holds: answers still running on the old config
+        redactor = previous.redactor  # may log its secrets, or an access token learned meanwhile
+        redactor.add(*config_secrets(config))
+    logs = (config.log_level, config.log_format)
+    if previous is None or logs != (previous.config.log_level, previous.config.log_format):
+        setup_logging(*logs, redactor)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
-    app.extensions["ai_proxy"] = build_services(config, redactor)
+    app.extensions["ai_proxy"] = build_services(config, redactor, previous)
     api.register(app)
+    if previous is None:
+        announce(config)
+    return app
+
+
+def announce(config: Config) -> None:
+    """The start-up lines: an open proxy is loud, then what is enabled and what would enable the rest
+    (after the config's per-model warnings)."""
+    import logging
+
+    log = logging.getLogger("ai_proxy")
     if not config.server.api_keys:
         log.warning(
             "NO CLIENT API KEYS CONFIGURED: the proxy is open to anyone who can reach it. "
             "Set AI_PROXY_API_KEYS or server.api_keys."
         )
-    enabled = len(config.enabled_models)
-    log.info("config %s: %d models enabled, storage %s", config.source, enabled, _storage_label(config))
-    return app
-
-
-def _storage_label(config: Config) -> str:
-    return "memory" if config.storage == "memory" else "redis"
+    level = logging.WARNING if config.disabled_models else logging.INFO
+    log.log(level, "config %s; storage %s", config.summary(), config.storage_label)

@@ -11,6 +11,7 @@ from pathlib import Path
 from app import __version__
 
 ROOT = Path(__file__).resolve().parent.parent
+CONFIG_HELP = "config file (default: $AI_PROXY_CONFIG, else the config.yaml at the top of the repository)"
 
 
 def _load(path: str | None = None):
@@ -36,15 +37,22 @@ def check_workers(config, environ=os.environ) -> None:
         )
 
 
+def load_for_gunicorn():
+    """The config, refused when memory storage would run in several workers."""
+    config = _load()
+    check_workers(config)
+    return config
+
+
 def app_or_exit():
-    """The Flask app for gunicorn; a bad configuration exits with one clear line, no traceback."""
-    from app import create_app
+    """The WSGI app for gunicorn (reloads on SIGHUP); a bad configuration exits with one clear line,
+    no traceback."""
+    from app import announce, create_app
     from app.config import ConfigError
+    from app.reload import ReloadingApp
 
     try:
-        config = _load()
-        check_workers(config)
-        return create_app(config)
+        return ReloadingApp(load_for_gunicorn, create_app, announce)
     except ConfigError as exc:
         print(f"ai-proxy: configuration error: {exc}", file=sys.stderr, flush=True)
         os._exit(2)  # gunicorn would print a traceback for SystemExit raised while loading
@@ -58,29 +66,29 @@ def check_config(path: str | None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    rows = [("MODEL", "PROVIDER", "KIND", "GROUP", "PRIO", "RPM/RPH/RPD", "TPM/TPD", "STATUS")]
+    from app.providers import adapter_path
+
+    rows = [("MODEL", "PROVIDER", "API", "KIND", "GROUP", "PRIO", "RPM/RPH/RPD", "TPM/TPD", "STATUS")]
     for m in config.models:
         rows.append(
             (
                 m.name,
                 m.provider,
+                adapter_path(m).partition(":")[0].rpartition(".")[2],  # which adapter its url takes
                 m.kind,
                 m.group or "-",
                 str(m.priority),
                 f"{m.requests_per_minute or '-'}/{m.requests_per_hour or '-'}/{m.requests_per_day or '-'}",
                 f"{m.tokens_per_minute or '-'}/{m.tokens_per_day or '-'}",
-                "enabled" if m.enabled else "disabled (empty token)",
+                "enabled" if m.enabled else f"disabled: {m.enable_hint}",
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     groups = sorted({m.group for m in config.enabled_models if m.group})
-    print(
-        f"\n{config.source}: {len(config.enabled_models)} of {len(config.models)} models enabled; "
-        f"groups: {', '.join(groups) or 'none'}; storage: "
-        f"{'memory' if config.storage == 'memory' else 'redis'}"
-    )
+    print(f"\n{config.summary()}")
+    print(f"groups enabled: {', '.join(groups) or 'none'}; storage: {config.storage_label}")
     return 0
 
 
@@ -89,8 +97,6 @@ def serve(config_path: str | None, port: int | None) -> int:
     env = dict(os.environ)
     if config_path:
         env["AI_PROXY_CONFIG"] = str(Path(config_path).resolve())
-    elif "AI_PROXY_CONFIG" not in env and (Path.cwd() / "config.yaml").is_file():
-        env["AI_PROXY_CONFIG"] = str(Path.cwd() / "config.yaml")
     if port is not None:
         env["PORT"] = str(port)
     args = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "--chdir", str(ROOT)]
@@ -103,10 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"ai-proxy {__version__}")
     commands = parser.add_subparsers(dest="command")
     run = commands.add_parser("serve", help="serve the API with gunicorn")
-    run.add_argument("--config", help="config file (default: $AI_PROXY_CONFIG or ./config.yaml)")
+    run.add_argument("--config", help=CONFIG_HELP)
     run.add_argument("--port", type=int, help="port (default: $PORT or 8080)")
     check = commands.add_parser("check-config", help="validate a config and print its model table")
-    check.add_argument("path", nargs="?", help="config file (default: $AI_PROXY_CONFIG or ./config.yaml)")
+    check.add_argument("path", nargs="?", help=CONFIG_HELP)
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve(args.config, args.port)

@@ -6,20 +6,19 @@ import fnmatch
 import logging
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from app import providers
+
 log = logging.getLogger("ai_proxy.config")
 
-PROVIDERS = ("openai", "groq", "openrouter", "gemini", "cloudflare", "cohere", "gigachat")
-KINDS = ("chat", "image")
-IMAGE_PROVIDERS = ("openai", "groq", "openrouter", "cloudflare")  # the image APIs the proxy speaks
 REASONING_MODES = ("split", "strip", "keep")
-PACKAGED_CONFIG = Path(__file__).with_name("config.yaml")
+SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "config.yaml"  # the one that ships
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -54,10 +53,16 @@ class ModelConfig:
     scope: str = ""
     verify_ssl_certs: bool | str = True
     enabled: bool = True
+    missing_env: tuple[str, ...] = ()  # the empty ${VAR}s its token names (names only, never values)
 
     @property
     def group(self) -> str:
         return self.model_size.upper()
+
+    @property
+    def enable_hint(self) -> str:
+        """What would enable a disabled model, e.g. "set GROQ_API_KEY"; "" when it is enabled."""
+        return "" if self.enabled else enable_hint((self,))
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,16 +129,56 @@ class Config:
     def enabled_models(self) -> tuple[ModelConfig, ...]:
         return tuple(m for m in self.models if m.enabled)
 
+    @property
+    def storage_label(self) -> str:
+        """Either memory or redis: never the URL, which may hold a password."""
+        return "memory" if self.storage == "memory" else "redis"
+
+    def summary(self) -> str:
+        """One line: how many models and groups are enabled, and which variables would enable the rest."""
+        groups = sorted({m.group for m in self.models if m.group})
+        live = {m.group for m in self.enabled_models if m.group}
+        line = (
+            f"{self.source}: {len(self.enabled_models)} of {len(self.models)} models and "
+            f"{len(live)} of {len(groups)} groups enabled"
+        )
+        missing = dict.fromkeys(name for m in self.models for name in m.missing_env)
+        if missing:
+            line += f"; set {', '.join(missing)} to enable the rest"
+        return line
+
+
+def enable_hint(models: Iterable[ModelConfig]) -> str:
+    """What would enable any of these disabled models: "set GROQ_API_KEY or GEMINI_API_KEY"."""
+    options = dict.fromkeys(" and ".join(m.missing_env) for m in models if not m.enabled and m.missing_env)
+    return "set " + " or ".join(options) if options else "check enabled, token and keys in the config"
+
+
+def unavailable_message(models: Iterable[ModelConfig], name: str, kind: str) -> str:
+    """The 404 message for a name with no enabled `kind` model: a configured model or group whose
+    models are all disabled says so and names the variables to set (names only, never values)."""
+    models = tuple(models)
+    exact = next((m for m in models if m.name == name), None)
+    if exact is not None and exact.kind == kind and not exact.enabled:
+        return f"The model '{name}' is disabled: {exact.enable_hint}"
+    members = [m for m in models if exact is None and m.group == name.upper() and m.kind == kind]
+    if members and not any(m.enabled for m in members):
+        return f"The group '{members[0].group}' has no enabled model: {enable_hint(members)}"
+    message = f"The model '{name}' does not exist"
+    if exact is None and models and not any(m.enabled for m in models):
+        message += f"; no model is enabled yet: {enable_hint(models)}"
+    return message
+
 
 def resolve_config_path(explicit: str | None = None, environ: Mapping[str, str] | None = None) -> Path:
-    """The config file: explicit path, else AI_PROXY_CONFIG, else ./config.yaml, else the packaged one."""
+    """The config file: explicit path, else AI_PROXY_CONFIG, else the config.yaml at the top of the
+    repository (the same file from any working directory)."""
     env = os.environ if environ is None else environ
     if explicit:
         return Path(explicit)
     if env.get("AI_PROXY_CONFIG"):
         return Path(env["AI_PROXY_CONFIG"])
-    local = Path.cwd() / "config.yaml"
-    return local if local.is_file() else PACKAGED_CONFIG
+    return SHIPPED_CONFIG
 
 
 def substitute(value: str, environ: Mapping[str, str]) -> str:
@@ -185,8 +230,8 @@ def parse_config(raw: Any, environ: Mapping[str, str], source: str = "config.yam
     seen: set[str] = set()
     for index, entry in enumerate(models_raw):
         unresolved = original["models"][index]
-        token_raw = unresolved.get("token") if isinstance(unresolved, dict) else None
-        model = _parse_model(entry, index, token_raw, source)
+        needs = secret_variables(unresolved, environ) if isinstance(unresolved, dict) else ()
+        model = _parse_model(entry, index, needs, source)
         if model.name in seen:
             raise ConfigError(f"{source}: model '{model.name}': field 'name': duplicate model name")
         seen.add(model.name)
@@ -312,7 +357,28 @@ def _substitute_all(value: Any, environ: Mapping[str, str]) -> Any:
     return value
 
 
-def _parse_model(entry: Any, index: int, token_raw: Any, source: str) -> ModelConfig:
+def empty_variables(value: Any, environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The ${VAR} names in `value` (a raw, unsubstituted string) that resolve to empty."""
+    if not isinstance(value, str):
+        return ()
+    found = (
+        m.group(1)
+        for m in _VAR.finditer(value)
+        if not (environ.get(m.group(1), "").strip() or (m.group(2) or "").strip())
+    )
+    return tuple(dict.fromkeys(found))
+
+
+def secret_variables(entry: Mapping[str, Any], environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The empty ${VAR}s of a raw model entry's secret: each one its `token` names, or the first one
+    its `keys` name (any one key enables a pool)."""
+    if "keys" not in entry:
+        return empty_variables(entry.get("token"), environ)
+    elements = entry["keys"] if isinstance(entry["keys"], list) else [entry["keys"]]
+    return empty_variables(" ".join(e for e in elements if isinstance(e, str)), environ)[:1]
+
+
+def _parse_model(entry: Any, index: int, secret_missing: tuple[str, ...], source: str) -> ModelConfig:
     label = f"model #{index + 1}"
     if not isinstance(entry, dict):
         raise ConfigError(f"{source}: {label}: must be a mapping of fields")
@@ -326,17 +392,17 @@ def _parse_model(entry: Any, index: int, token_raw: Any, source: str) -> ModelCo
         return ConfigError(f"{where}: field '{field_name}': {why}")
 
     provider = str(entry.get("provider") or "").strip().lower()
-    if provider not in PROVIDERS:
+    if providers.spec(provider) is None:
         got = f"unknown provider {provider!r}" if provider else "required"
         raise fail(
             "provider",
-            f"{got}; accepted: {', '.join(PROVIDERS)} "
+            f"{got}; accepted: {', '.join(providers.names())} "
             "(any other OpenAI-compatible service is provider: openai with its url)",
         )
 
     url = str(entry.get("url") or "").strip()
     if not url:
-        raise fail("url", "required")
+        raise fail("url", f"required: for provider {provider}, {providers.SPECS[provider].url}")
     if not url.startswith(("http://", "https://")):
         raise fail("url", "must start with http:// or https://")
 
@@ -360,18 +426,11 @@ def _parse_model(entry: Any, index: int, token_raw: Any, source: str) -> ModelCo
     token = str(values.pop("token", "") or "").strip()
     keys = _key_pool(entry, values.pop("keys", None), fail)
     kind = str(values.pop("kind", "chat") or "chat").strip().lower()
-    if kind not in KINDS:
-        raise fail("kind", f"must be one of {', '.join(KINDS)}")
-    if (
-        kind == "image"
-        and provider not in IMAGE_PROVIDERS
-        and not url.rstrip("/").endswith("/images/generations")
-    ):
-        raise fail(
-            "kind",
-            f"image models need provider {', '.join(IMAGE_PROVIDERS)} or an OpenAI-compatible "
-            "/images/generations url",
-        )
+    if kind not in providers.KINDS:
+        raise fail("kind", f"must be one of {', '.join(providers.KINDS)}")
+    problem = providers.kind_problem(provider, kind, url)
+    if problem:
+        raise fail("kind", problem)
     reasoning = str(values.pop("reasoning", "split") or "split").strip().lower()
     if reasoning not in REASONING_MODES:
         raise fail("reasoning", f"must be one of {', '.join(REASONING_MODES)}")
@@ -399,13 +458,16 @@ def _parse_model(entry: Any, index: int, token_raw: Any, source: str) -> ModelCo
             values[key] = str(values[key] or "").strip()
 
     enabled = entry.get("enabled", True) is not False
-    if enabled and isinstance(token_raw, str) and "${" in token_raw and not token:
-        log.warning("model %s disabled: its token resolves to empty (set the variable it names)", name)
-        enabled = False
+    missing_env: tuple[str, ...] = ()
     if keys is None:
+        if enabled and secret_missing:  # a token such as "${ID}:${SECRET}" with one part unset is no token
+            missing_env, enabled = secret_missing, False
+            needs = " and ".join(missing_env)
+            log.warning("model %s disabled: its token needs %s (unset or empty)", name, needs)
         keys = (token,)
     elif not keys:
         if enabled:
+            missing_env = secret_missing
             log.warning("model %s disabled: every element of its keys resolves to empty", name)
         enabled = False
     else:
@@ -426,6 +488,7 @@ def _parse_model(entry: Any, index: int, token_raw: Any, source: str) -> ModelCo
         verify_ssl_certs=verify,
         model_size=model_size,
         enabled=enabled,
+        missing_env=missing_env,
         **values,
     )
 
@@ -469,12 +532,12 @@ def _key_pool(entry: dict, raw: Any, fail: Callable[[str, str], ConfigError]) ->
 
 
 def default_upstream_model(name: str, provider: str) -> str:
-    """Upstream id is the public name minus a leading "provider/"; Cloudflare ids get an '@'."""
-    prefix = provider + "/"
-    upstream = name[len(prefix) :] if name.startswith(prefix) else name
-    if provider == "cloudflare" and not upstream.startswith("@"):
-        upstream = "@" + upstream
-    return upstream
+    """Upstream id is the public name minus a leading "provider/", plus the provider's id prefix
+    (Workers AI ids start with '@')."""
+    upstream = name.removeprefix(provider + "/")
+    spec = providers.spec(provider)
+    prefix = spec.model_prefix if spec else ""
+    return upstream if upstream.startswith(prefix) else prefix + upstream
 
 
 def _section(raw: dict, key: str, cls: type, source: str) -> Any:

@@ -13,7 +13,7 @@ from app.gateway import Gateway
 from app.http import SessionPool
 from app.providers import Provider, build_provider
 from app.redact import Redactor
-from app.routing import Router, create_storage
+from app.routing import Router, Storage, create_storage
 
 SECRET_HEADER_WORDS = ("auth", "key", "token", "secret", "cookie", "signature")
 
@@ -22,6 +22,7 @@ SECRET_HEADER_WORDS = ("auth", "key", "token", "secret", "cookie", "signature")
 class Services:
     config: Config
     sessions: SessionPool
+    storage: Storage
     router: Router
     providers: dict[str, Provider]
     gateway: Gateway
@@ -53,15 +54,23 @@ def config_secrets(config: Config) -> Iterator[str]:
             yield urlsplit(url).password or ""
 
 
-def build_services(config: Config, redactor: Redactor | None = None) -> Services:
+def build_services(
+    config: Config, redactor: Redactor | None = None, previous: Services | None = None
+) -> Services:
     """Sessions, storage, router, one provider per enabled model, and the gateway over them;
-    `redactor` (default: one over `config_secrets`) is shared with the log filter."""
+    `redactor` (default: one over `config_secrets`) is shared with the log filter.
+
+    On a reload, `previous` lends its storage (quota counts live there, even in memory) and its
+    sessions when their settings did not change; it is not closed, as in-flight answers still use it.
+    """
     redactor = redactor if redactor is not None else Redactor(config_secrets(config))
-    sessions = SessionPool(config.http)
-    storage = create_storage(config.storage, namespace="ai-proxy")
+    same_storage = previous is not None and previous.config.storage == config.storage
+    storage = previous.storage if same_storage else create_storage(config.storage, namespace="ai-proxy")
+    same_http = previous is not None and previous.config.http == config.http
+    sessions = previous.sessions if same_http else SessionPool(config.http)
     router = Router(
         config.models, storage, config.routing, config.breaker, clock=time.time, aliases=config.aliases
     )
     providers = {m.name: build_provider(m, sessions, config.http) for m in config.enabled_models}
     gateway = Gateway(config, router, providers, redactor=redactor)
-    return Services(config, sessions, router, providers, gateway, time.time(), redactor)
+    return Services(config, sessions, storage, router, providers, gateway, time.time(), redactor)

@@ -41,7 +41,7 @@ import urllib3.exceptions
 from app.config import HttpConfig, ModelConfig
 from app.errors import InvalidRequest, ProxyError, UpstreamBadRequest, UpstreamError, UpstreamTimeout
 from app.http import SessionPool, send
-from app.providers import cloudflare
+from app.providers import CLOUDFLARE_IMAGES, OPENAI_IMAGES, RAW_IMAGES, cloudflare, image_shape
 from app.providers.base import (
     MAX_ERROR_BODY,
     ChunkStream,
@@ -62,8 +62,7 @@ from app.providers.shape import (
 MAX_IMAGE_BYTES = 32 * 1024 * 1024  # one image: a raw answer or a download
 MAX_ANSWER_BYTES = 96 * 1024 * 1024  # a JSON answer: up to 10 base64 images
 DOWNLOAD_CHUNK = 64 * 1024
-OPENAI_SHAPE, CLOUDFLARE_SHAPE, RAW_SHAPE = "openai", "cloudflare", "raw"
-OPENAI_COMPATIBLE = frozenset({"openai", "groq", "openrouter"})
+OPENAI_SHAPE, CLOUDFLARE_SHAPE, RAW_SHAPE = OPENAI_IMAGES, CLOUDFLARE_IMAGES, RAW_IMAGES
 TOGETHER_DOMAINS = ("together.xyz", "together.ai")
 # client fields that never go upstream as they are: ours to set, or streaming we can't relay
 OPENAI_OWN_FIELDS = frozenset({"model", "response_format", "stream", "partial_images"})
@@ -147,18 +146,6 @@ def decode_base64(text: Any, model_name: str) -> bytes:
 
 
 # --- shapes ---------------------------------------------------------------------------------
-
-
-def wire_shape(provider: str, url: str) -> str | None:
-    """Which wire shape a model speaks, from its provider and URL (None: none we can speak)."""
-    path = urlsplit(url).path.rstrip("/")
-    if path.endswith("/images/generations"):
-        return OPENAI_SHAPE
-    if provider == "cloudflare":
-        return CLOUDFLARE_SHAPE
-    if provider in OPENAI_COMPATIBLE:
-        return RAW_SHAPE
-    return None
 
 
 def endpoint_url(model: ModelConfig, shape: str | None) -> str:
@@ -302,7 +289,7 @@ class ImageProvider(Provider):
     def __init__(self, model: ModelConfig, sessions: SessionPool, http: HttpConfig) -> None:
         super().__init__(model, sessions, http)
         self.session: requests.Session = sessions.get(model.provider)
-        self.shape = wire_shape(model.provider, model.url)
+        self.shape = image_shape(model.provider, model.url)
         self.url = endpoint_url(model, self.shape)
         self._headers, _ = bearer_headers(model)
         self._timeout = (http.connect_timeout, http.read_timeout)

@@ -23,7 +23,7 @@ from typing import Any
 
 from pybreaker import CircuitBreaker, CircuitBreakerError
 
-from app.config import BreakerConfig, ModelConfig, RoutingConfig, alias_target
+from app.config import BreakerConfig, ModelConfig, RoutingConfig, alias_target, unavailable_message
 from app.errors import (
     InvalidRequest,
     ModelNotFound,
@@ -159,7 +159,8 @@ class Router:
         clock: Callable[[], float] = time.time,
         aliases: Sequence[tuple[str, str]] = (),
     ) -> None:
-        enabled = [m for m in models if m.enabled]
+        self._configured = tuple(models)  # disabled ones too, to say why a name is not served
+        enabled = [m for m in self._configured if m.enabled]
         self._aliases = tuple(aliases)
         self._storage = storage
         self._clock = clock
@@ -207,7 +208,7 @@ class Router:
             target = alias_target(self._aliases, name)
             candidates = self._exact(target, kind) if target is not None else None
         if not candidates:
-            raise ModelNotFound(f"The model '{name}' does not exist")
+            raise ModelNotFound(unavailable_message(self._configured, name, kind))
         return candidates
 
     def _exact(self, name: str, kind: str) -> list[ModelConfig] | None:

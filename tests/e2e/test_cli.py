@@ -21,15 +21,27 @@ def test_check_config_on_shipped_file_passes_with_no_keys() -> None:
     result = run_cli("check-config", str(ROOT / "config.yaml"))
     assert result.returncode == 0, result.stderr
     assert "groq/llama-3.3-70b-versatile" in result.stdout
-    assert "disabled (empty token)" in result.stdout
-    assert "0 of" in result.stdout
+    rows = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}
+    assert rows["groq/llama-3.3-70b-versatile"].endswith("disabled: set GROQ_API_KEY")
+    assert rows["gemini/gemini-2.5-flash"].endswith("disabled: set GEMINI_API_KEY")
+    assert "0 of 11 models and 0 of 3 groups enabled; set GROQ_API_KEY, GEMINI_API_KEY, " in result.stdout
     assert "Traceback" not in result.stderr
 
 
 def test_check_config_counts_enabled_models() -> None:
-    result = run_cli("check-config", str(ROOT / "config.yaml"), env={"GROQ_API_KEY": "gk-test"})
+    result = run_cli("check-config", str(ROOT / "config.yaml"), env={"GROQ_API_KEY": "gk-test-secret"})
     assert result.returncode == 0
-    assert "2 of" in result.stdout and "groups: BIG, SMALL" in result.stdout
+    summary = next(line for line in result.stdout.splitlines() if "models and" in line)
+    assert "2 of 11 models and 2 of 3 groups enabled; set GEMINI_API_KEY, " in summary
+    assert "GROQ_API_KEY" not in summary  # it is set
+    assert "groups enabled: BIG, SMALL" in result.stdout
+    assert "gk-test-secret" not in result.stdout + result.stderr
+
+
+def test_check_config_finds_the_shipped_file_from_any_directory(tmp_path: Path) -> None:
+    result = run_cli("check-config", cwd=tmp_path, env={"PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
+    assert f"{ROOT / 'config.yaml'}: 0 of 11 models" in result.stdout
 
 
 def test_check_config_uses_ai_proxy_config(tmp_path: Path) -> None:

@@ -69,11 +69,12 @@ def test_status_page_renders_models_in_chromium(gunicorn_server, fake_openai, tm
         ),
         model(fake_openai.chat_url, "gemini/gemini-2.5-flash", requests_per_day=250),
         model(refused, "openrouter/deepseek/deepseek-r1:free", priority=0, requests_per_day=50),
+        model(fake_openai.chat_url, "cohere/command-a", token="${COHERE_API_KEY}"),  # disabled
         routing={"cooldown_seconds": 120},
     )
     # No client keys: the page can read /v1/quota straight away.
     env = {k: v for k, v in FAST_ENV.items() if k != "AI_PROXY_API_KEYS"}
-    server = gunicorn_server(cfg, env=env)
+    server = gunicorn_server(cfg, env={**env, "COHERE_API_KEY": ""})
     for _ in range(7):
         assert stream(server.port, chat_body("BIG"), key="").status == 200
     for _ in range(3):
@@ -90,6 +91,10 @@ def test_status_page_renders_models_in_chromium(gunicorn_server, fake_openai, tm
     assert "cooling down" in dom  # the refused model rests
     assert "Could not connect to the upstream" in dom  # and its error is listed
     assert not re.search(r"id=\"updated\">needs a client key<", dom)
+    # The disabled model: greyed out, with the variable that would enable it.
+    card = re.search(r'<article class="model disabled" data-model="cohere/command-a".*?</article>', dom, re.S)
+    assert card and "Disabled: set COHERE_API_KEY" in card.group(0), dom[:3000]
+    assert len(re.findall(r'class="model disabled"', dom)) == 1
 
     shot = artifacts / "status-page.png"
     shot.unlink(missing_ok=True)

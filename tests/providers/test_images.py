@@ -16,7 +16,7 @@ from app.errors import (
     UpstreamError,
 )
 from app.http import SessionPool
-from app.providers import build_provider
+from app.providers import build_provider, image_shape
 from app.providers import images as im
 from tests.fakes import cloudflare as cf_fake
 from tests.fakes.images import FLUX, TINY_GIF, TINY_JPEG, TINY_PNG, TINY_WEBP, flux_answer, tiny_jpeg
@@ -56,7 +56,7 @@ def model(name: str, provider: str, url: str, **extra) -> ModelConfig:
     ],
 )
 def test_wire_shape(provider: str, url: str, shape: str | None) -> None:
-    assert im.wire_shape(provider, url) == shape
+    assert image_shape(provider, url) == shape
 
 
 def test_cloudflare_url_appends_the_model_unless_it_names_one() -> None:

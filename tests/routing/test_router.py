@@ -220,7 +220,6 @@ def test_resolve_kinds_groups_and_unknown_names(make_router) -> None:
     assert router.resolve("groq/chat", "chat") == [chat]
     for name, kind in [
         ("cloudflare/flux", "chat"),
-        ("groq/off", "chat"),
         ("medium", "chat"),
         ("GROQ/CHAT", "chat"),
     ]:
@@ -228,6 +227,9 @@ def test_resolve_kinds_groups_and_unknown_names(make_router) -> None:
             router.resolve(name, kind)
         assert missing.value.message == f"The model '{name}' does not exist"
         assert missing.value.status == 404
+    with pytest.raises(ModelNotFound) as missing:  # a configured but disabled model says so (#16)
+        router.resolve("groq/off", "chat")
+    assert missing.value.message.startswith("The model 'groq/off' is disabled: check enabled")
 
 
 def test_exclude_and_the_error_when_everything_was_tried(make_router, clock: FakeClock) -> None:

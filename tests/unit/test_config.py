@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import textwrap
 from pathlib import Path
 
@@ -71,8 +72,10 @@ def test_empty_secret_disables_with_one_warning(tmp_path: Path, caplog: pytest.L
         config = load_config(path, {})
     assert [m.name for m in config.enabled_models] == ["b"]
     assert config.disabled_models == ("a",)
+    assert config.models[0].missing_env == ("NOPE",) and config.models[1].missing_env == ()
     warnings = [r for r in caplog.records if "disabled" in r.getMessage()]
-    assert len(warnings) == 1 and "a" in warnings[0].getMessage()
+    assert len(warnings) == 1 and "model a disabled" in warnings[0].getMessage()
+    assert "NOPE" in warnings[0].getMessage()
 
 
 def test_go_format_loads_unchanged(tmp_path: Path) -> None:
@@ -189,13 +192,15 @@ def test_bad_storage_and_env_values(tmp_path: Path) -> None:
 
 
 def test_config_path_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from app.config import PACKAGED_CONFIG, resolve_config_path
+    """AI_PROXY_CONFIG, else the config.yaml at the top of the repository, whatever the working dir."""
+    from app.config import resolve_config_path
 
     monkeypatch.chdir(tmp_path)
-    assert resolve_config_path(None, {}) == PACKAGED_CONFIG
-    (tmp_path / "config.yaml").write_text("models: []\n")
-    assert resolve_config_path(None, {}) == tmp_path / "config.yaml"
+    (tmp_path / "config.yaml").write_text("models: []\n")  # a stray file in the cwd is not read
+    assert resolve_config_path(None, {}) == ROOT / "config.yaml"
     assert resolve_config_path(None, {"AI_PROXY_CONFIG": "/x.yaml"}) == Path("/x.yaml")
+    assert resolve_config_path("/y.yaml", {"AI_PROXY_CONFIG": "/x.yaml"}) == Path("/y.yaml")
+    assert not (ROOT / "app" / "config.yaml").exists()  # the shipped file exists once
 
 
 def test_shipped_config_is_valid_with_no_keys() -> None:
@@ -204,3 +209,181 @@ def test_shipped_config_is_valid_with_no_keys() -> None:
     assert providers == {"openai", "groq", "openrouter", "gemini", "cloudflare", "cohere", "gigachat"}
     assert config.enabled_models == ()
     assert any(m.kind == "image" for m in config.models)
+
+
+# --- which variables enable what (first run) --------------------------------------------------
+
+FIRST_RUN = {
+    "models": [
+        {"name": "groq/small", "provider": "groq", "url": "http://x/v1/chat/completions",
+         "token": "${GROQ_API_KEY}", "model_size": "SMALL"},
+        {"name": "gemini/small", "provider": "gemini", "url": "http://x/v1beta/models",
+         "token": "${GEMINI_API_KEY}", "model_size": "SMALL"},
+        {"name": "giga/big", "provider": "gigachat", "url": "http://x/api/v1",
+         "token": "${GIGA_ID}:${GIGA_SECRET}", "model_size": "BIG"},
+        {"name": "local/big", "provider": "openai", "url": "http://x/v1/chat/completions",
+         "token": "${LOCAL_KEY:-none}", "model_size": "BIG"},
+        {"name": "off/big", "provider": "openai", "url": "http://x/v1/chat/completions",
+         "token": "${OFF_KEY}", "model_size": "BIG", "enabled": False},
+    ]
+}  # fmt: skip
+
+
+def test_disabled_models_record_the_variables_their_token_needs() -> None:
+    config = parse_config(FIRST_RUN, {"GIGA_ID": "id-value", "GEMINI_API_KEY": "  "})
+    needs = {m.name: m.missing_env for m in config.models}
+    assert needs == {
+        "groq/small": ("GROQ_API_KEY",),
+        "gemini/small": ("GEMINI_API_KEY",),
+        "giga/big": ("GIGA_SECRET",),  # one half of "id:secret" unset is no token
+        "local/big": (),  # the default fills it
+        "off/big": (),  # disabled by the config itself, not by a variable
+    }
+    assert [m.name for m in config.enabled_models] == ["local/big"]
+    assert config.models[2].enable_hint == "set GIGA_SECRET"
+    assert config.models[4].enable_hint == "check enabled, token and keys in the config"
+    assert config.models[3].enable_hint == ""
+
+
+def test_a_key_pool_needs_any_one_of_its_variables() -> None:
+    pool = {"name": "p", "provider": "groq", "url": "http://x/v1/chat/completions"}
+    config = parse_config(
+        {"models": [{**pool, "keys": ["${K1}", "${K2}"]}, {**pool, "name": "q", "keys": "${K3}, ${K4}"}]},
+        {"K4": "k4-value"},
+    )
+    off, on = config.models
+    assert (off.enabled, off.missing_env, off.enable_hint) == (False, ("K1",), "set K1")
+    assert (on.enabled, on.missing_env) == (True, ())
+
+
+def test_summary_counts_models_and_groups_and_names_the_variables() -> None:
+    config = parse_config(FIRST_RUN, {"GIGA_ID": "id-value"}, source="c.yaml")
+    assert config.summary() == (
+        "c.yaml: 1 of 5 models and 1 of 2 groups enabled; "
+        "set GROQ_API_KEY, GEMINI_API_KEY, GIGA_SECRET to enable the rest"
+    )
+    every = parse_config(
+        FIRST_RUN, {"GROQ_API_KEY": "g", "GEMINI_API_KEY": "m", "GIGA_ID": "i", "GIGA_SECRET": "s"}
+    )
+    assert every.summary().endswith(": 4 of 5 models and 2 of 2 groups enabled")
+
+
+def test_not_found_messages_say_what_to_set_and_never_a_value() -> None:
+    from app.config import unavailable_message
+
+    secret = "id-value-secret"
+    config = parse_config(FIRST_RUN, {"GIGA_ID": secret})
+    models = config.models
+    assert (
+        unavailable_message(models, "groq/small", "chat")
+        == "The model 'groq/small' is disabled: set GROQ_API_KEY"
+    )
+    assert unavailable_message(models, "small", "chat") == (
+        "The group 'SMALL' has no enabled model: set GROQ_API_KEY or GEMINI_API_KEY"
+    )
+    assert (
+        unavailable_message(models, "giga/big", "chat") == "The model 'giga/big' is disabled: set GIGA_SECRET"
+    )
+    assert unavailable_message(models, "off/big", "chat") == (
+        "The model 'off/big' is disabled: check enabled, token and keys in the config"
+    )
+    # an unknown name, and a known model asked for the wrong kind, still do not exist
+    assert unavailable_message(models, "gpt-4o", "chat") == "The model 'gpt-4o' does not exist"
+    assert unavailable_message(models, "groq/small", "image") == "The model 'groq/small' does not exist"
+    for name in ("groq/small", "SMALL", "giga/big", "BIG", "nope"):
+        assert secret not in unavailable_message(models, name, "chat")
+
+
+def test_when_every_model_is_disabled_even_an_unknown_name_says_what_to_set() -> None:
+    from app.config import unavailable_message
+
+    shipped = load_config(ROOT / "config.yaml", {})
+    message = unavailable_message(shipped.models, "gpt-4o", "chat")
+    assert message.startswith(
+        "The model 'gpt-4o' does not exist; no model is enabled yet: set GROQ_API_KEY or "
+    )
+    assert "GEMINI_API_KEY" in message
+    assert unavailable_message(shipped.models, "SMALL", "chat").startswith(
+        "The group 'SMALL' has no enabled model: set GROQ_API_KEY or GEMINI_API_KEY or "
+    )
+
+
+# --- the provider registry --------------------------------------------------------------------
+
+
+def test_the_registry_is_what_validation_accepts() -> None:
+    from app import providers
+
+    assert providers.names() == ("openai", "groq", "openrouter", "gemini", "cloudflare", "cohere", "gigachat")
+    image_providers = []
+    for name in providers.names():  # every provider serves chat at its own url; some serve images
+        model = {"name": f"{name}/m", "provider": name, "url": "https://x/base"}
+        assert parse_config({"models": [model]}, {}).models[0].provider == name
+        try:
+            parse_config({"models": [{**model, "kind": "image"}]}, {})
+            image_providers.append(name)
+        except ConfigError as exc:
+            assert "field 'kind': image models need provider openai, groq, openrouter, cloudflare" in str(exc)
+    assert image_providers == ["openai", "groq", "openrouter", "cloudflare"]
+    with pytest.raises(ConfigError, match="field 'url': required: for provider gemini, the models base"):
+        parse_config({"models": [{"name": "m", "provider": "gemini"}]}, {})
+
+
+OPENAI, IMAGES = "app.providers.openai:OpenAICompatible", "app.providers.images:ImageProvider"
+
+
+@pytest.mark.parametrize(
+    ("provider", "url", "kind", "adapter"),
+    [
+        ("groq", "https://api.groq.com/openai/v1/chat/completions", "chat", OPENAI),
+        ("gemini", "https://g/v1beta/models", "chat", "app.providers.gemini:Gemini"),
+        ("gemini", "https://g/v1beta/openai/chat/completions", "chat", OPENAI),
+        ("cloudflare", "https://c/accounts/a/ai/run", "chat", "app.providers.cloudflare:Cloudflare"),
+        ("cloudflare", "https://c/accounts/a/ai/v1/chat/completions/", "chat", OPENAI),
+        ("cohere", "https://api.cohere.com/v2/chat", "chat", "app.providers.cohere:Cohere"),
+        ("cohere", "https://api.cohere.com/compatibility/v1/chat/completions", "chat", OPENAI),
+        ("gigachat", "https://giga/api/v1/chat/completions", "chat", "app.providers.gigachat:GigaChat"),
+        ("cloudflare", "https://c/accounts/a/ai/run", "image", IMAGES),
+        ("gemini", "https://g/v1beta/openai/images/generations", "image", IMAGES),
+    ],
+)  # fmt: skip
+def test_the_url_rule_picks_the_adapter(provider: str, url: str, kind: str, adapter: str) -> None:
+    from app.providers import adapter_path
+
+    model = parse_config(
+        {"models": [{"name": "m", "provider": provider, "url": url, "kind": kind}]}, {}
+    ).models[0]
+    assert adapter_path(model) == adapter
+
+
+def test_image_shapes_come_from_the_registry() -> None:
+    from app.providers import image_shape
+
+    assert image_shape("together-like", "https://x/v1/images/generations") is None  # unknown provider
+    assert image_shape("gemini", "https://x/v1/images/generations") == "openai"
+    assert image_shape("groq", "https://router.huggingface.co/hf-inference/models/x") == "raw"
+    assert image_shape("cloudflare", "https://c/accounts/a/ai/run") == "cloudflare"
+    assert image_shape("gemini", "https://g/v1beta/models") is None
+    assert image_shape("gigachat", "https://giga/v1/images/generations") is None  # the SDK only
+
+
+def test_the_registry_and_config_import_no_transport() -> None:
+    """The CLI reads the config: importing it must not pull in requests, Flask or an adapter."""
+    import subprocess
+    import sys
+
+    heavy = "('requests', 'flask', 'gigachat', 'urllib3', 'app.providers.')"
+    code = f"import sys, app.config; print(sorted(m for m in sys.modules if m.startswith({heavy})))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_the_image_ships_the_config_where_the_app_looks_for_it() -> None:
+    """The Dockerfile puts config.yaml next to app/, where SHIPPED_CONFIG points from app/config.py."""
+    from app.config import SHIPPED_CONFIG
+
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    copies = re.findall(r"^COPY (.+) (\S+)$", dockerfile, re.M)
+    assert ("app", "./app") in copies
+    assert any("config.yaml" in sources.split() and target == "./" for sources, target in copies)
+    assert SHIPPED_CONFIG == ROOT / "config.yaml" and SHIPPED_CONFIG.parent == (ROOT / "app").parent
