@@ -191,7 +191,7 @@ def _tools(body: dict[str, Any], request: ResponsesRequest) -> None:
             function["description"] = tool["description"]
         if kind == "custom":
             request.custom_tools.add(name)
-            argument = {"type": "string", "description": "The tool's input, as free text."}
+            argument = {"type": "string", "description": custom_input_description(tool.get("format"))}
             function["parameters"] = {
                 "type": "object",
                 "properties": {"input": argument},
@@ -219,6 +219,14 @@ def _list(value: Any, where: str) -> list[Any]:
     if not isinstance(value, list):
         raise InvalidRequest(f"'{where}' must be a list.", param=where)
     return list(value)
+
+
+def custom_input_description(fmt: Any) -> str:
+    """What a custom tool's one string argument must look like: free text, or its grammar."""
+    if isinstance(fmt, dict) and fmt.get("type") == "grammar" and isinstance(fmt.get("definition"), str):
+        syntax = fmt.get("syntax") if isinstance(fmt.get("syntax"), str) else "grammar"
+        return f"The tool's input, which must match this {syntax} grammar:\n{fmt['definition']}"
+    return "The tool's input, as free text."
 
 
 def _options(body: dict[str, Any], chat: dict[str, Any]) -> None:

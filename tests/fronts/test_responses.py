@@ -94,7 +94,12 @@ def test_tools_function_namespace_custom_and_builtins():
             "name": "mcp",
             "tools": [{"type": "function", "name": "search", "parameters": PARAMS}],
         },
-        {"type": "custom", "name": "apply_patch", "description": "Patch", "format": {"type": "grammar"}},
+        {
+            "type": "custom",
+            "name": "apply_patch",
+            "description": "Patch",
+            "format": {"type": "grammar", "syntax": "lark", "definition": "start: PATCH"},
+        },
         {"type": "web_search"},
         {"type": "local_shell"},
     ]
@@ -107,6 +112,7 @@ def test_tools_function_namespace_custom_and_builtins():
     }
     custom = chat["tools"][2]["function"]["parameters"]
     assert custom["required"] == ["input"] and custom["properties"]["input"]["type"] == "string"
+    assert custom["properties"]["input"]["description"].endswith("lark grammar:\nstart: PATCH")
     assert translated.custom_tools == {"apply_patch"}
     assert translated.ignored_tools == ["web_search", "local_shell"]
     assert chat["tool_choice"] == "required" and chat["parallel_tool_calls"] is False
