@@ -7,7 +7,7 @@ answer or Anthropic's SSE events. The router, quotas, fallback and providers are
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import orjson
@@ -24,6 +24,7 @@ from app.api.blocks import (
     BlockEvent,
     BlockOpened,
     Finished,
+    Redact,
     answer_from_completion,
     close,
     copy_limits,
@@ -62,7 +63,6 @@ OVERLOADED = 529  # Anthropic's status when it cannot serve now: here, every can
 # Thinking budgets (tokens) up to these bounds ask for low, then medium reasoning effort; above: high.
 EFFORT_BOUNDS = ((4096, "low"), (16384, "medium"))
 PING = encode_event("ping", {"type": "ping"})
-Redact = Callable[[str], str]  # the app's Redactor: no key or token in an error message
 
 
 # --- request -------------------------------------------------------------------------------------

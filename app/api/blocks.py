@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,7 @@ from app.events import Heartbeat, StreamEvent, StreamFailed
 from app.gateway import request_length
 
 REASONING, TEXT, TOOL_CALL = "reasoning", "text", "tool_call"
+Redact = Callable[[str], str]  # the app's Redactor: no key or token in an error message a front writes
 
 
 @dataclass(slots=True)
@@ -205,7 +206,7 @@ class _Folder:
 
     def _text(self, kind: str, text: str) -> Iterator[BlockEvent]:
         if self.open is None or self.open.kind != kind:
-            yield from self.close()
+            yield from self.close_open()
             yield from self._start(Block(kind))
         block = self.open
         assert block is not None
@@ -218,7 +219,7 @@ class _Folder:
         arguments = function.get("arguments")
         block = self.calls.get(index)
         if block is None:
-            yield from self.close()
+            yield from self.close_open()
             block = self.calls[index] = Block(
                 TOOL_CALL,
                 call_id=str(call.get("id") or f"call_{next(self._ids)}"),
@@ -235,7 +236,7 @@ class _Folder:
         self.open = block
         yield BlockOpened(len(self.answer.blocks) - 1, block)
 
-    def close(self) -> Iterator[BlockEvent]:
+    def close_open(self) -> Iterator[BlockEvent]:
         if self.open is not None:
             yield BlockClosed(len(self.answer.blocks) - 1, self.open)
             self.open = None
@@ -254,7 +255,7 @@ def fold_stream(events: Iterable[StreamEvent], model: str) -> Iterator[BlockEven
                 return
             else:
                 yield event
-        yield from folder.close()
+        yield from folder.close_open()
         yield Finished(folder.answer)
     finally:
         close(events)

@@ -9,7 +9,7 @@ Errors keep OpenAI's shape (the default); once a stream has started, a failure i
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,7 @@ from app.api.blocks import (
     BlockEvent,
     BlockOpened,
     Finished,
+    Redact,
     answer_from_completion,
     close,
     copy_limits,
@@ -404,7 +405,7 @@ def response_events(
     created_at: int,
     model: str,
     input_estimate: int,
-    redact: Callable[[str], str],
+    redact: Redact,
 ) -> Iterator[bytes]:
     """The Responses stream: created, in_progress, per block its added/delta/done events and the
     whole item in `response.output_item.done`, then `response.completed` (or `.incomplete`);
@@ -505,7 +506,7 @@ def _closed(event: _Events, closed: BlockClosed, whole: dict[str, Any]) -> Itera
     yield event("response.output_item.done", output_index=closed.index, item=whole)
 
 
-def failure_detail(error: ProxyError, redact: Callable[[str], str]) -> dict[str, Any]:
+def failure_detail(error: ProxyError, redact: Redact) -> dict[str, Any]:
     """The `error` of a failed response: OpenAI's code and the message, redacted."""
     return {"code": error.code or error.type, "message": redact(error.message)}
 
