@@ -7,7 +7,8 @@ import threading
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8080')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
-worker_class = "gthread"
+# gthread, with gunicorn's own error answers (bad request line, limits) as JSON: see app/worker.py.
+worker_class = "app.worker.ThreadWorker"
 # A proxied request spends nearly all its time waiting on an upstream (seconds, or minutes for a
 # long stream), not on the CPU, so one worker serves many at once: 32 threads cost ~8 MB of stacks.
 threads = int(os.environ.get("AI_PROXY_THREADS", "32"))

@@ -55,10 +55,10 @@ def announce(config: Config) -> None:
     import logging
 
     log = logging.getLogger("ai_proxy")
-    if not config.server.api_keys:
+    if not config.clients:
         log.warning(
             "NO CLIENT API KEYS CONFIGURED: the proxy is open to anyone who can reach it. "
-            "Set AI_PROXY_API_KEYS or server.api_keys."
+            "Set AI_PROXY_API_KEYS, server.api_keys or clients."
         )
     level = logging.WARNING if config.disabled_models else logging.INFO
     log.log(level, "config %s; storage %s", config.summary(), config.storage_label)

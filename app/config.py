@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import logging
 import os
 import re
@@ -71,6 +72,7 @@ class ServerConfig:
     max_body_bytes: int = 16 * 1024 * 1024
     metrics_public: bool = False
     heartbeat_seconds: float = 5.0
+    usage_days: int = 35  # days of per-client usage kept (GET /v1/usage)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +113,22 @@ class RoutingConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientConfig:
+    """One client key with its own windows (0 = none) and the models it may use (empty: all)."""
+
+    name: str
+    key: str = field(default="", repr=False)
+    key_sha256: str = field(default="", repr=False)  # lowercase hex, when no plaintext key is kept
+    models: tuple[str, ...] = ()
+    requests_per_minute: int = 0
+    requests_per_hour: int = 0
+    requests_per_day: int = 0
+    tokens_per_minute: int = 0
+    tokens_per_day: int = 0
+    admin: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     models: tuple[ModelConfig, ...] = ()
     server: ServerConfig = ServerConfig()
@@ -124,6 +142,7 @@ class Config:
     log_format: str = "text"
     disabled_models: tuple[str, ...] = ()
     aliases: tuple[tuple[str, str], ...] = ()  # (client-facing name or glob, model or group), in order
+    clients: tuple[ClientConfig, ...] = ()  # server.api_keys first, as unlimited admins
 
     @property
     def enabled_models(self) -> tuple[ModelConfig, ...]:
@@ -293,6 +312,7 @@ def parse_config(raw: Any, environ: Mapping[str, str], source: str = "config.yam
         log_format=log_format,
         disabled_models=tuple(disabled),
         aliases=aliases,
+        clients=parse_clients(raw.get("clients"), server.api_keys, source),
     )
 
 
@@ -588,3 +608,105 @@ def _coerce(value: Any, default: Any) -> Any:
     if value is None:
         return default
     return str(value)
+
+
+# --- clients (their own keys, limits and models) ---
+
+_CLIENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@#+-]{0,63}")
+_CLIENT_LIMITS = (
+    "requests_per_minute",
+    "requests_per_hour",
+    "requests_per_day",
+    "tokens_per_minute",
+    "tokens_per_day",
+)
+_CLIENT_FIELDS = frozenset(("name", "key", "key_sha256", "models", "admin", *_CLIENT_LIMITS))
+
+
+def parse_clients(raw: Any, api_keys: tuple[str, ...], source: str) -> tuple[ClientConfig, ...]:
+    """`server.api_keys` as unlimited admins (`admin#N`), then the `clients:` list. Errors are one
+    line naming the client and the field, never a key."""
+    clients = [ClientConfig(name=f"admin#{n}", key=key, admin=True) for n, key in enumerate(api_keys, 1)]
+    if raw is None:
+        raw = []
+    if not isinstance(raw, list):
+        raise ConfigError(f"{source}: field 'clients': must be a list")
+    for index, entry in enumerate(raw):
+        client = _parse_client(entry, index, source)
+        if client.key or client.key_sha256:
+            clients.append(client)
+        else:
+            log.warning("client %s disabled: its key resolves to empty (set its variable)", client.name)
+    names: set[str] = set()
+    keys: set[str] = set()
+    for client in clients:
+        if client.name in names:
+            raise ConfigError(f"{source}: client '{client.name}': field 'name': duplicate client name")
+        names.add(client.name)
+        digest = client.key_sha256 or hashlib.sha256(client.key.encode()).hexdigest()
+        if digest in keys:
+            raise ConfigError(f"{source}: client '{client.name}': field 'key': another client's key too")
+        keys.add(digest)
+    return tuple(clients)
+
+
+def _parse_client(entry: Any, index: int, source: str) -> ClientConfig:
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{source}: client #{index + 1}: must be a mapping of fields")
+    name = entry.get("name")
+    if not isinstance(name, str) or not _CLIENT_NAME.fullmatch(name.strip()):
+        raise ConfigError(
+            f"{source}: client #{index + 1}: field 'name': required, 1-64 letters, digits or ._@#+-"
+        )
+    name = name.strip()
+
+    def fail(field_name: str, why: str) -> ConfigError:
+        return ConfigError(f"{source}: client '{name}': field '{field_name}': {why}")
+
+    unknown = set(entry) - _CLIENT_FIELDS
+    if unknown:
+        raise fail(sorted(unknown)[0], f"unknown field; accepted: {', '.join(sorted(_CLIENT_FIELDS))}")
+    key = entry.get("key")
+    digest = entry.get("key_sha256")
+    if key is not None and digest is not None:
+        raise fail("key", "give either 'key' or 'key_sha256', not both")
+    key = "" if key is None else str(key).strip()
+    digest = "" if digest is None else str(digest).strip().lower()
+    if digest and not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise fail("key_sha256", "must be 64 hex digits (the sha256 of the key)")
+    if "key" not in entry and "key_sha256" not in entry:
+        raise fail("key", "required (or key_sha256)")
+    models = entry.get("models")
+    if models is None:
+        models = []
+    elif isinstance(models, str):
+        models = [models]
+    if not isinstance(models, list) or not all(isinstance(m, str) and m.strip() for m in models):
+        raise fail("models", "must be a list of model names, groups, aliases or globs")
+    limits: dict[str, int] = {}
+    for field_name in _CLIENT_LIMITS:
+        value = entry.get(field_name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise fail(field_name, f"must be a non-negative integer, got {value!r}")
+        try:
+            number = int(value)
+        except ValueError:
+            raise fail(field_name, f"must be a non-negative integer, got {value!r}") from None
+        if number < 0:
+            raise fail(field_name, "must not be negative")
+        limits[field_name] = number
+    admin = entry.get("admin", False)
+    if isinstance(admin, str) and admin.strip().lower() in ("true", "false"):
+        admin = admin.strip().lower() == "true"
+    if not isinstance(admin, bool):
+        raise fail("admin", "must be true or false")
+    return ClientConfig(
+        name=name,
+        key=key,
+        key_sha256=digest,
+        models=tuple(m.strip() for m in models),
+        admin=admin,
+        **limits,
+    )

@@ -118,3 +118,24 @@ class ServiceUnavailable(ProxyError):
     type = "server_error"
     code = "service_unavailable"
     retryable = True
+
+
+class PermissionDenied(ProxyError):
+    """A valid key that may not do this (an admin-only endpoint, another client's usage)."""
+
+    status = 403
+    type = "permission_error"
+    code = "permission_denied"
+
+
+class ModelNotAllowed(PermissionDenied):
+    """The model is outside the client's `models` list."""
+
+    code = "model_not_allowed"
+
+
+class ClientQuotaExceeded(RateLimited):
+    """The client's own window is spent (not the models'): waiting is the only cure, no fallback."""
+
+    code = "client_quota_exceeded"
+    retryable = False

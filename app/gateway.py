@@ -22,13 +22,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from app.clients import Client
 from app.config import Config, ModelConfig
 from app.errors import ModelNotFound, ProxyError, RateLimited, ServiceUnavailable, UpstreamError
 from app.events import HEARTBEAT, StreamEvent, StreamFailed
 from app.providers import ChunkStream, Completion, ImageResult, Provider
 from app.providers.reasoning import ReasoningStream, split_reasoning
 from app.redact import Redactor
-from app.routing import Reservation, Router, estimate_tokens
+from app.routing import ClientCharge, Reservation, Router, estimate_tokens
 
 T = TypeVar("T")
 log = logging.getLogger("ai_proxy.gateway")
@@ -47,6 +48,7 @@ class Trace:
     first_token_ms: float | None = None
     stream_error: str | None = None
     usage: dict[str, Any] | None = None
+    client: Client | None = None  # who asked (set by auth): its allowed models and windows
 
 
 @dataclass(slots=True)
@@ -110,6 +112,7 @@ class _Attempts:
     started: float = field(default_factory=time.perf_counter)
     tried: list[str] = field(default_factory=list)
     failures: list[tuple[str, ProxyError]] = field(default_factory=list)
+    charge: ClientCharge | None = None  # the client's windows, charged by the first reservation
 
 
 class _Upstream:
@@ -172,6 +175,7 @@ class Gateway:
         usage = completion.body.get("usage")
         trace.usage = usage if isinstance(usage, dict) else None
         self.router.succeeded(reservation, completion.headers, _total_tokens(trace.usage))
+        self._record_usage(trace)
         model = reservation.model
         return ChatAnswer(completion.body, model, self.router.ratelimit_headers(model))
 
@@ -198,6 +202,7 @@ class Gateway:
         attempts = self._plan_for(str(body.get("model") or ""), "image", len(prompt or ""), 0, trace)
         reservation, result = self._run(attempts, lambda p, m: p.generate_image(body))
         self.router.succeeded(reservation, result.headers, None)
+        self._record_usage(trace)
         return ImageAnswer(result, reservation.model, self.router.ratelimit_headers(reservation.model))
 
     # --- routing loop ------------------------------------------------------------------------
@@ -215,12 +220,26 @@ class Gateway:
             candidates = [m for m in self.config.enabled_models if m.kind == kind]
             if not candidates:
                 raise ModelNotFound(f"No {kind} model is configured", param="model")
+        if trace.client is not None:
+            candidates = trace.client.allowed(name, candidates)
         concrete = len(candidates) == 1 and candidates[0].name == name
         return _Attempts(candidates, concrete, length, tokens, trace)
 
     def _run(self, attempts: _Attempts, call: Callable[[Provider, ModelConfig], T]) -> tuple[Reservation, T]:
-        """Acquire a model and call it; on a retryable failure fall back to the next model."""
+        """Acquire a model and call it; on a retryable failure fall back to the next model. A
+        request that fails for good gives its client back the tokens it reserved."""
+        try:
+            return self._serve(attempts, call)
+        except ProxyError:
+            if attempts.charge is not None:
+                self.router.refund_client(attempts.charge)
+            raise
+
+    def _serve(
+        self, attempts: _Attempts, call: Callable[[Provider, ModelConfig], T]
+    ) -> tuple[Reservation, T]:
         trace = attempts.trace
+        client = trace.client.plan if trace.client is not None else None
         while True:
             try:
                 reservation = self.router.acquire(
@@ -228,9 +247,12 @@ class Gateway:
                     length=attempts.length,
                     tokens=attempts.tokens,
                     exclude=attempts.tried,
+                    client=client,
+                    charged=attempts.charge,
                 )
             except ProxyError as exc:
                 raise self._exhausted(attempts, exc) from None
+            attempts.charge = reservation.client
             model = reservation.model
             if attempts.tried:
                 trace.fallbacks += 1
@@ -325,6 +347,11 @@ class Gateway:
             return RateLimited(message, retry_after=min(waits) if waits else None)
         return ServiceUnavailable(message)
 
+    def _record_usage(self, trace: Trace) -> None:
+        """One answered request in its client's usage, with the tokens the upstream reported."""
+        if trace.client is not None:
+            self.router.record_usage(trace.client.name, trace.served, trace.usage)
+
     # --- streaming ---------------------------------------------------------------------------
     def _open(self, attempts: _Attempts, body: dict[str, Any]) -> Opened:
         """A stream that has sent content. A failure before content (opening, a broken or empty
@@ -366,12 +393,14 @@ class Gateway:
             error = self._upstream_failure(exc, reservation.model)
             self.router.failed(reservation, error)
             trace.stream_error = error.message
+            self._record_usage(trace)  # the client got part of an answer
             yield StreamFailed(error)
             return
         finally:
             _close(upstream.stream)
         trace.usage = upstream.usage if isinstance(upstream.usage, dict) else None
         self.router.succeeded(reservation, upstream.stream.headers, _total_tokens(trace.usage))
+        self._record_usage(trace)
 
     def _relay_when_open(self, attempts: _Attempts, opening: Future[Opened]) -> Iterator[StreamEvent]:
         """Heartbeats until a model has sent content, then the relay; no model able to is a StreamFailed."""

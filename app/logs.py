@@ -20,6 +20,7 @@ FIELDS = (
     "method",
     "path",
     "status",
+    "client",
     "model",
     "served",
     "attempts",
@@ -163,6 +164,9 @@ class RedactingFilter(logging.Filter):
         except Exception:  # a broken format: the handler reports it (handleError), not the caller
             return True
         record.msg, record.args = self.redact(message), None
+        stream_error = record.__dict__.get("stream_error")  # the access line's one free-text field
+        if isinstance(stream_error, str):
+            record.stream_error = self.redact(stream_error)
         if record.exc_info and not record.exc_text:
             record.exc_text = self._formatter.formatException(record.exc_info)
         if record.exc_text:

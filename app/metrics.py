@@ -79,6 +79,20 @@ class Metrics:
             ("model", "provider"),
             registry=own,
         )
+        # Per client (by its configured name, never its key): bounded by the config.
+        self._client_requests = Counter(
+            "ai_proxy_client_requests",
+            "Client requests by client name and HTTP status",
+            ("client", "status"),
+            registry=own,
+        )
+        self._client_tokens = Counter(
+            "ai_proxy_client_tokens",
+            "Tokens the upstreams reported for a client's requests, by type (prompt, completion)",
+            ("client", "type"),
+            registry=own,
+        )
+        self._client_children: dict[tuple[str, int], tuple[Any, Any, Any]] = {}
         # Client-chosen names become label values only when they are configured ones (bounded).
         names = {m.name for m in config.models} | {m.group for m in config.models if m.group}
         self._known = frozenset(names)
@@ -108,6 +122,8 @@ class Metrics:
                 self._requests.labels(endpoint or NONE, served or NONE, trace.provider or NONE, str(status)),
             )
         child.inc()
+        if trace.client is not None:
+            self._observe_client(trace.client.name, status, trace.usage)
         if not trace.attempts:
             return
         upstream, first_token, attempts, stream_errors = self._for_model(served, trace.provider)
@@ -119,6 +135,24 @@ class Metrics:
             stream_errors.inc()
         if trace.fallbacks:
             self._fallback_child(trace.asked).inc(trace.fallbacks)
+
+    def _observe_client(self, name: str, status: int, usage: Mapping[str, Any] | None) -> None:
+        children = self._client_children.get((name, status))
+        if children is None:
+            children = self._client_children.setdefault(
+                (name, status),
+                (
+                    self._client_requests.labels(name, str(status)),
+                    self._client_tokens.labels(name, "prompt"),
+                    self._client_tokens.labels(name, "completion"),
+                ),
+            )
+        children[0].inc()
+        if usage:
+            for child, field_name in ((children[1], "prompt_tokens"), (children[2], "completion_tokens")):
+                count = usage.get(field_name)
+                if isinstance(count, int) and not isinstance(count, bool) and count > 0:
+                    child.inc(count)
 
     def _for_model(self, model: str, provider: str) -> tuple[Any, Any, Any, Any]:
         children = self._model_children.get(model)

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from app.clients import Clients
 from app.config import Config
 from app.gateway import Gateway
 from app.http import SessionPool
@@ -28,6 +29,7 @@ class Services:
     gateway: Gateway
     started_at: float
     redactor: Redactor
+    clients: Clients
 
     def close(self) -> None:
         for provider in self.providers.values():
@@ -49,6 +51,7 @@ def config_secrets(config: Config) -> Iterator[str]:
             if any(word in name.lower() for word in SECRET_HEADER_WORDS):
                 yield value
     yield from config.server.api_keys
+    yield from (client.key for client in config.clients if client.key)
     for url in (config.storage, config.http.proxy):
         if "@" in url:
             yield urlsplit(url).password or ""
@@ -69,8 +72,15 @@ def build_services(
     same_http = previous is not None and previous.config.http == config.http
     sessions = previous.sessions if same_http else SessionPool(config.http)
     router = Router(
-        config.models, storage, config.routing, config.breaker, clock=time.time, aliases=config.aliases
+        config.models,
+        storage,
+        config.routing,
+        config.breaker,
+        clock=time.time,
+        usage_days=config.server.usage_days,
+        aliases=config.aliases,
     )
     providers = {m.name: build_provider(m, sessions, config.http) for m in config.enabled_models}
     gateway = Gateway(config, router, providers, redactor=redactor)
-    return Services(config, sessions, storage, router, providers, gateway, time.time(), redactor)
+    clients = Clients(config.clients)
+    return Services(config, sessions, storage, router, providers, gateway, time.time(), redactor, clients)

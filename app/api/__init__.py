@@ -4,10 +4,35 @@ from __future__ import annotations
 
 from flask import Flask
 
-from app.api import anthropic, chat, health, hooks, images, metrics, models, openapi, quota, responses, status
+from app.api import (
+    anthropic,
+    chat,
+    health,
+    hooks,
+    images,
+    metrics,
+    models,
+    openapi,
+    quota,
+    responses,
+    status,
+    usage,
+)
 
 
 def register(app: Flask) -> None:
     hooks.install(app)
-    for module in (health, chat, anthropic, responses, models, images, quota, metrics, status, openapi):
+    for module in (
+        health,
+        chat,
+        anthropic,
+        responses,
+        models,
+        images,
+        quota,
+        metrics,
+        status,
+        openapi,
+        usage,
+    ):
         app.register_blueprint(module.bp)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import itertools
 import logging
 import os
@@ -15,11 +14,13 @@ from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from app.api.render import error_response, services
+from app.clients import Client, Clients
 from app.errors import (
     AuthenticationFailed,
     InvalidRequest,
     MethodNotAllowed,
     NotFound,
+    PermissionDenied,
     ProxyError,
     RequestTooLarge,
 )
@@ -32,6 +33,8 @@ errors_log = logging.getLogger("ai_proxy.errors")
 PUBLIC_ENDPOINTS = frozenset(
     {"health.health", "health.ping", "health.root", "static", "status.status_page", "openapi.openapi_json"}
 )
+# Admin keys only (metrics: unless server.metrics_public).
+ADMIN_ENDPOINTS = frozenset({"quota.quota", "metrics.metrics", "status.disabled_models"})
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 _SLASHES = re.compile(r"/{2,}")
 
@@ -74,11 +77,13 @@ class MergeSlashes:
 def install(app: Flask) -> None:
     app.wsgi_app = MergeSlashes(app.wsgi_app)  # type: ignore[method-assign]
     state = app.extensions["ai_proxy"]
-    keys = tuple(k.encode() for k in state.config.server.api_keys)
+    clients = state.clients
     metrics = app.extensions["ai_proxy.metrics"] = Metrics(state.config, state.router.snapshot)
     public = set(PUBLIC_ENDPOINTS)
+    admin_only = set(ADMIN_ENDPOINTS)
     if app.extensions["ai_proxy"].config.server.metrics_public:
         public.add("metrics.metrics")
+        admin_only.discard("metrics.metrics")
 
     @app.before_request
     def start() -> Response | None:
@@ -86,13 +91,18 @@ def install(app: Flask) -> None:
         incoming = request.headers.get("X-Request-ID", "")
         g.request_id = incoming if _REQUEST_ID.fullmatch(incoming) else new_request_id()
         g.trace = Trace()
-        if keys and request.endpoint not in public and not _authorized(keys):
+        if request.endpoint in public:
+            return None
+        client = clients.anonymous if clients.open else _identify(clients)
+        if client is None:
             return error_response(
                 AuthenticationFailed(
-                    "Invalid or missing API key. "
-                    "Send it as 'Authorization: Bearer <key>' or as 'x-api-key: <key>'."
+                    "Invalid or missing API key. Send it as 'Authorization: Bearer <key>' or 'x-api-key'."
                 )
             )
+        g.trace.client = client
+        if request.endpoint in admin_only and not client.admin:
+            return error_response(PermissionDenied("This endpoint needs an admin key"))
         return None
 
     @app.after_request
@@ -125,20 +135,13 @@ def install(app: Flask) -> None:
         return error_response(ProxyError("The proxy hit an internal error; it has been logged."))
 
 
-def _authorized(keys: tuple[bytes, ...]) -> bool:
-    """Constant-time comparison against every configured key, sent as `Authorization: Bearer <key>`
-    or as `x-api-key: <key>` (Anthropic's clients)."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        token = request.headers.get("x-api-key", "")
-    if not token.strip():
-        return False
-    given = token.strip().encode()
-    matched = False
-    for key in keys:
-        matched |= hmac.compare_digest(given, key)
-    return matched
+def _identify(clients: Clients) -> Client | None:
+    """The client whose key came as `Authorization: Bearer` or `x-api-key` (compared in constant
+    time by Clients.identify); None for a missing or unknown key."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    key = token.strip() if scheme.lower() == "bearer" else ""
+    key = key or request.headers.get("x-api-key", "").strip()
+    return clients.identify(key) if key else None
 
 
 def _from_http(error: HTTPException) -> ProxyError:
@@ -174,6 +177,7 @@ def _on_close(metrics: Metrics, endpoint: str | None, status: int):
                 "status": status,
                 "method": method,
                 "path": path,
+                "client": trace.client.name if trace.client is not None else None,
                 "model": trace.asked or None,
                 "served": trace.served or None,
                 "attempts": trace.attempts,

@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response, current_app, g
 from flask.blueprints import BlueprintSetupState
 
-from app.api.render import json_response
+from app.api.render import json_response, services
+from app.clients import Client
 from app.config import Config, alias_target
-from app.errors import ModelNotFound
+from app.errors import ModelNotFound, ProxyError
+from app.routing import Router
 
 bp = Blueprint("models", __name__)
 
@@ -48,11 +50,34 @@ def _render_once(setup: BlueprintSetupState) -> None:
 @bp.get("/v1/models")
 @bp.get("/models")
 def list_models() -> Response:
-    return Response(current_app.extensions["ai_proxy.models"], mimetype="application/json")
+    client = g.trace.client
+    if client is None or not client.patterns:
+        return Response(current_app.extensions["ai_proxy.models"], mimetype="application/json")
+    listing = orjson.loads(current_app.extensions["ai_proxy.models"])
+    state = services()
+    kinds = sorted({m.kind for m in state.config.enabled_models})
+    listing["data"] = [e for e in listing["data"] if _may_use(client, state.router, kinds, e["id"])]
+    return Response(orjson.dumps(listing), mimetype="application/json")
+
+
+def _may_use(client: Client, router: Router, kinds: list[str], name: str) -> bool:
+    """Would a request for `name` pass the client's allow-list (whatever kind of model it is)?"""
+    for kind in kinds:
+        try:
+            client.allowed(name, router.resolve(name, kind))
+        except ProxyError:
+            continue
+        return True
+    return False
 
 
 @bp.get("/v1/models/<path:model_id>")
 @bp.get("/models/<path:model_id>")
 def get_model(model_id: str) -> Response:
-    state = current_app.extensions["ai_proxy"]
+    state = services()
+    client = g.trace.client
+    if client is not None and client.patterns:
+        kinds = sorted({m.kind for m in state.config.enabled_models})
+        if not _may_use(client, state.router, kinds, model_id):
+            raise ModelNotFound(f"The model '{model_id}' does not exist", param="model")
     return json_response(model_entry(state.config, model_id, int(state.started_at)))

@@ -11,16 +11,19 @@ from app.routing.cooldown import Cooldown
 from app.routing.limits import estimate_tokens
 from app.routing.memory import MemoryStorage
 from app.routing.redis_storage import RedisStorage
-from app.routing.router import Reservation, Router
-from app.routing.storage import Storage
+from app.routing.router import ClientCharge, Reservation, Router
+from app.routing.storage import ClientPlan, Storage, UsageRow
 
 __all__ = [
+    "ClientCharge",
+    "ClientPlan",
     "Cooldown",
     "MemoryStorage",
     "RedisStorage",
     "Reservation",
     "Router",
     "Storage",
+    "UsageRow",
     "create_storage",
     "estimate_tokens",
 ]

@@ -169,3 +169,21 @@ def tightest(
             wait = span.wait(first, now, span.bounds(now)[1]) if count else 0
             best = (span.requests, remaining, max(wait, 0))
     return best
+
+
+def client_spans(
+    requests_per_minute: int,
+    requests_per_hour: int,
+    requests_per_day: int,
+    tokens_per_minute: int,
+    tokens_per_day: int,
+) -> tuple[Span, ...]:
+    """A client's windows: rolling minute, hour and day, like a model's without `day_resets_at`."""
+    candidates = (
+        Span(
+            "m", 60 * US, requests_per_minute, tokens_per_minute, "requests_per_minute", "tokens_per_minute"
+        ),
+        Span("h", 3600 * US, requests_per_hour, 0, "requests_per_hour", ""),
+        Span("d", 86400 * US, requests_per_day, tokens_per_day, "requests_per_day", "tokens_per_day"),
+    )
+    return tuple(s for s in candidates if s.requests > 0 or s.tokens > 0)

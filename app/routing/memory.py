@@ -5,11 +5,12 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
+from datetime import date, timedelta
 
 from pybreaker import STATE_CLOSED, CircuitBreakerStorage, CircuitMemoryStorage
 
 from app.routing.cooldown import AUTH
-from app.routing.limits import tightest
+from app.routing.limits import Span, tightest
 from app.routing.storage import (
     BREAKER_OPEN,
     COOLING,
@@ -21,6 +22,7 @@ from app.routing.storage import (
     TOKENS_SPENT,
     TRIAL_BUSY,
     TRIED,
+    ClientPlan,
     Pick,
     Refusal,
     Rest,
@@ -28,6 +30,7 @@ from app.routing.storage import (
     SlotState,
     SpanUsage,
     Storage,
+    UsageRow,
 )
 
 # An entry is [time, tokens, reservation id, number of windows still counting it].
@@ -82,6 +85,9 @@ class MemoryStorage(Storage):
         self._slots: dict[str, _Slot] = {}
         self._keys: dict[str, _Key] = {}
         self._entries: dict[str, Entry] = {}
+        self._clients: dict[str, _Slot] = {}  # a client's windows (its rest and last use unused)
+        self._client_entries: dict[str, Entry] = {}
+        self._usage: dict[tuple[str, str, str], list[int]] = {}
         self._breakers: dict[str, CircuitMemoryStorage] = {}
         self._now = 0  # latest time seen: a clock stepping back must not unsort the logs
 
@@ -93,9 +99,17 @@ class MemoryStorage(Storage):
         now: int,
         rid: str,
         lease: int,
+        client: ClientPlan | None = None,
     ) -> Pick:
         with self._lock:
             now = self._now = max(now, self._now)
+            account = None
+            if client is not None and client.spans:
+                account = self._clients.get(client.id) or self._clients.setdefault(client.id, _Slot())
+                blocks = self._span_blocks(account, client.spans, tokens, now, self._client_entries)
+                if blocks:
+                    wait, code, detail = max(blocks)
+                    return Pick(client_refusal=Refusal(-1, code, wait, detail))
             # Check in order of preference and stop at the first that can serve: a group of many
             # slots costs a sort, not a full check of each. Refusals matter only when none can.
             get = self._slots.get
@@ -109,6 +123,9 @@ class MemoryStorage(Storage):
                 if refusal is None and tried[index]:
                     refusal = Refusal(index, TRIED, 0, "")
                 if refusal is None:
+                    if account is not None and client is not None:
+                        entry = [now, tokens, rid, len(client.spans)]
+                        _add(account, client.spans, entry, self._client_entries)
                     return self._take(plan, index, tokens, now, rid, lease)
                 refusals.append(refusal)
             refusals.sort(key=lambda refusal: refusal.index)
@@ -131,16 +148,7 @@ class MemoryStorage(Storage):
             blocks.append((key.trial_until - now, KEY_TRIAL, ""))
         if slot.rest.until > now:
             blocks.append((slot.rest.until - now, SLOT_REST, f"{slot.rest.kind}|{slot.rest.reason}"))
-        for span in plan.spans:
-            floor, reset = span.bounds(now)
-            window = self._advance(slot, span.id, floor)
-            count = len(window.entries)
-            if span.requests and count >= span.requests:
-                oldest = window.entries[count - span.requests][0]
-                blocks.append((span.wait(oldest, now, reset), REQUESTS_SPENT, span.id))
-            if span.tokens and window.tokens + tokens > span.tokens:
-                oldest = _freeing(window, window.tokens + tokens - span.tokens)
-                blocks.append((span.wait(oldest, now, reset), TOKENS_SPENT, span.id))
+        blocks += self._span_blocks(slot, plan.spans, tokens, now, self._entries)
         if not blocks:
             return None
         first = blocks[0]
@@ -150,17 +158,29 @@ class MemoryStorage(Storage):
         binding = next(block for block in blocks if block[0] == wait)
         return Refusal(index, binding[1], wait, binding[2])
 
+    def _span_blocks(
+        self, slot: _Slot, spans: Sequence[Span], tokens: int, now: int, entries: dict[str, Entry]
+    ) -> list[tuple[int, str, str]]:
+        """(wait, code, span id) for each window that cannot take one more request and `tokens`."""
+        blocks = []
+        for span in spans:
+            floor, reset = span.bounds(now)
+            window = self._advance(slot, span.id, floor, entries)
+            count = len(window.entries)
+            if span.requests and count >= span.requests:
+                oldest = window.entries[count - span.requests][0]
+                blocks.append((span.wait(oldest, now, reset), REQUESTS_SPENT, span.id))
+            if span.tokens and window.tokens + tokens > span.tokens:
+                oldest = _freeing(window, window.tokens + tokens - span.tokens)
+                blocks.append((span.wait(oldest, now, reset), TOKENS_SPENT, span.id))
+        return blocks
+
     def _take(self, plan: SlotPlan, index: int, tokens: int, now: int, rid: str, lease: int) -> Pick:
         model = self._models[plan.model.name]
         slot = self._slots[plan.id]
         pick = Pick(index=index, failing=model.failing)
         if plan.spans:
-            entry = [now, tokens, rid, len(plan.spans)]
-            self._entries[rid] = entry
-            windows = [slot.windows[span.id] for span in plan.spans]
-            for window in windows:
-                window.entries.append(entry)
-                window.tokens += tokens
+            windows = _add(slot, plan.spans, [now, tokens, rid, len(plan.spans)], self._entries)
             if plan.model.counts_requests:
                 counts = [len(w.entries) for w in windows]
                 pick.hint = tightest(plan.spans, counts, [w.entries[0][0] for w in windows], now)
@@ -174,7 +194,7 @@ class MemoryStorage(Storage):
             key.trial_until = now + lease
         return pick
 
-    def _advance(self, slot: _Slot, span_id: str, floor: int) -> _Window:
+    def _advance(self, slot: _Slot, span_id: str, floor: int, entries_by_id: dict[str, Entry]) -> _Window:
         """Bring a window up to `floor`: entries at or before it stop counting."""
         window = slot.windows.get(span_id)
         if window is None:
@@ -186,22 +206,32 @@ class MemoryStorage(Storage):
                 window.tokens -= entry[1]
                 entry[3] -= 1
                 if not entry[3]:
-                    del self._entries[entry[2]]
+                    del entries_by_id[entry[2]]
             window.cursor = floor
         return window
 
     def settle(self, slot: SlotPlan, rid: str, reserved: int, used: int) -> None:
         with self._lock:
-            entry = self._entries.get(rid)
-            if entry is None:  # no window counts it any more
-                return
-            used = max(used, 0)  # a window's sum never goes negative, whatever the caller says
-            delta, entry[1] = used - entry[1], used
-            record = self._slots[slot.id]
-            for span in slot.spans:
-                window = record.windows[span.id]
-                if entry[0] > window.cursor:
-                    window.tokens += delta
+            _settle(self._slots.get(slot.id), slot.spans, self._entries.get(rid), used)
+
+    def settle_client(self, client: ClientPlan, rid: str, reserved: int, used: int) -> None:
+        with self._lock:
+            _settle(self._clients.get(client.id), client.spans, self._client_entries.get(rid), used)
+
+    def record_usage(self, row: UsageRow, keep_days: int) -> None:
+        with self._lock:
+            counts = self._usage.setdefault((row.day, row.client, row.model), [0, 0, 0])
+            counts[0] += row.requests
+            counts[1] += row.prompt_tokens
+            counts[2] += row.completion_tokens
+            oldest = (date.fromisoformat(row.day) - timedelta(days=max(keep_days, 1) - 1)).isoformat()
+            for key in [key for key in self._usage if key[0] < oldest]:
+                del self._usage[key]
+
+    def usage(self, days: Sequence[str]) -> list[UsageRow]:
+        wanted = set(days)
+        with self._lock:
+            return [UsageRow(*key, *counts) for key, counts in self._usage.items() if key[0] in wanted]
 
     def report(
         self,
@@ -254,7 +284,7 @@ class MemoryStorage(Storage):
         slot = self._slot(plan.id)
         spans = []
         for span in plan.spans:
-            window = self._advance(slot, span.id, span.bounds(now)[0])
+            window = self._advance(slot, span.id, span.bounds(now)[0], self._entries)
             oldest = window.entries[0][0] if window.entries else 0
             spans.append(SpanUsage(len(window.entries), window.tokens, oldest))
         return SlotState(
@@ -296,6 +326,28 @@ def _preference(first: int, ranks: list[tuple[int, int]]) -> Iterator[int]:
     """Indexes by rank, the best first; the rest are sorted only if the best cannot serve."""
     yield first
     yield from (i for i in sorted(range(len(ranks)), key=ranks.__getitem__) if i != first)
+
+
+def _add(slot: _Slot, spans: Sequence[Span], entry: Entry, entries_by_id: dict[str, Entry]) -> list[_Window]:
+    """Count a new entry in each of the slot's windows (brought up to date by the check before)."""
+    entries_by_id[entry[2]] = entry
+    windows = [slot.windows[span.id] for span in spans]
+    for window in windows:
+        window.entries.append(entry)
+        window.tokens += entry[1]
+    return windows
+
+
+def _settle(slot: _Slot | None, spans: Sequence[Span], entry: Entry | None, used: int) -> None:
+    """Replace an entry's tokens with `used` in every window that still counts it."""
+    if slot is None or entry is None:  # no window counts it any more
+        return
+    used = max(used, 0)  # a window's sum never goes negative, whatever the caller says
+    delta, entry[1] = used - entry[1], used
+    for span in spans:
+        window = slot.windows[span.id]
+        if entry[0] > window.cursor:
+            window.tokens += delta
 
 
 def _freeing(window: _Window, excess: int) -> int:

@@ -6,7 +6,9 @@ Per slot (one key of one model): `log:{slot}` is a sorted set of reservations ("
 by time), `win:{slot}` each window's cursor and token sum, `slot:{slot}` its rest. Per model:
 `model:{name}` cooldown, breaker mirror, trial lease, failing flag and last error; `used:{name}`
 each of its slots' last use (one read ranks them all). Per key value: `key:{id}` its rest and trial
-lease. pybreaker keeps its own `{ns}:breaker:{name}:*`.
+lease. Per client: `clog:{name}` and `cwin:{name}`, its windows as a slot's. Per UTC day:
+`usage:{day}` each client's requests and tokens per model. pybreaker keeps its own
+`{ns}:breaker:{name}:*`.
 """
 
 from __future__ import annotations
@@ -27,11 +29,23 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from app.errors import ServiceUnavailable
-from app.routing.storage import NO_REST, Pick, Refusal, Rest, SlotPlan, SlotState, SpanUsage, Storage
+from app.routing.storage import (
+    NO_REST,
+    ClientPlan,
+    Pick,
+    Refusal,
+    Rest,
+    SlotPlan,
+    SlotState,
+    SpanUsage,
+    Storage,
+    UsageRow,
+)
 
 log = logging.getLogger("ai_proxy.routing")
 
 T = TypeVar("T")
+USAGE_FIELDS = ("r", "p", "c")  # requests, prompt tokens, completion tokens
 KEY_TTL_MS = 2 * 86400 * 1000  # longer than any window; idle models' keys expire (rests: longer)
 MAX_CONNECTIONS = 64  # per process; a reservation holds one for a single round trip
 
@@ -90,19 +104,26 @@ end
 
 # KEYS: the first candidate's model hash (it routes the call in a cluster; every key the script
 # builds from the prefix shares its hash slot). ARGV: now, tokens, member, lease, ttl, key prefix,
-# then per run of one model's candidate slots: model name, priority, span count, per span: id,
-# floor, length, reset, requests, tokens; then the run's slot ids and key ids (each joined by "\n")
-# and its tried flags ("0"/"1" per slot). Candidates are checked best first (priority, then last
-# use) until one can serve; only when none can is every one checked, for the refusals.
+# the client's name ("" for none) and span count, per client span: id, floor, length, reset,
+# requests, tokens; then per run of one model's candidate slots: model name, priority, span count,
+# per span: id, floor, length, reset, requests, tokens; then the run's slot ids and key ids (each
+# joined by "\n") and its tried flags ("0"/"1" per slot). Candidates are checked best first
+# (priority, then last use) until one can serve; only when none can is every one checked, for the refusals.
 # Returns {chosen (1-based, 0 = none), trial, failing, hint limit, remaining, wait, key trial}
-# followed, when none was chosen, by {candidate, code, wait, detail} per refused candidate.
+# followed, when none was chosen, by {candidate, code, wait, detail} per refused candidate, where
+# candidate 0 is the client (its window refused; then nothing else was checked).
 _RESERVE = """
 local now, tokens, member = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local lease, ttl, prefix = tonumber(ARGV[4]), ARGV[5], ARGV[6]
 local models, keys = {}, {}  -- hashes read once, however many slots share them
 local runs, run_of, pos_of = {}, {}, {}  -- candidate c is slot pos_of[c] of run_of[c]
 
-local a = 7
+-- The client: name ("" for none), span count, per span: id, floor, length, reset, requests, tokens.
+local client = nil
+local a = 9 + 6 * tonumber(ARGV[8])
+if ARGV[7] ~= '' then
+  client = {lkey = prefix .. ':clog:' .. ARGV[7], wkey = prefix .. ':cwin:' .. ARGV[7], spans = {}}
+end
 while a <= #ARGV do
   local run = {name = ARGV[a], prio = tonumber(ARGV[a + 1]), spec = {}, sids = {}, kids = {}, used = {}}
   local n = tonumber(ARGV[a + 2])
@@ -223,6 +244,30 @@ local function before(x, y)  -- candidate indexes: priority, then last use, then
   return x < y
 end
 
+if client ~= nil then  -- the client's own windows first: spent, and nothing is taken anywhere
+  client.w = load(client.wkey)
+  local longest = nil
+  for j = 9, 8 + 6 * tonumber(ARGV[8]), 6 do
+    local s = {id = ARGV[j], floor = tonumber(ARGV[j + 1]), len = tonumber(ARGV[j + 2]),
+               reset = tonumber(ARGV[j + 3]), req = tonumber(ARGV[j + 4]), tok = tonumber(ARGV[j + 5])}
+    advance(client.lkey, client.w, s)
+    local block = nil
+    if s.req > 0 and s.count >= s.req then
+      block = {wait_of(s, first_after(client.lkey, s.cur, s.count - s.req)), 'req', s.id}
+    end
+    if s.tok > 0 and s.sum + tokens > s.tok then
+      local tblock = {wait_of(s, freeing(client.lkey, s, s.sum + tokens - s.tok)), 'tok', s.id}
+      if block == nil or tblock[1] > block[1] then block = tblock end
+    end
+    if block ~= nil and (longest == nil or block[1] > longest[1]) then longest = block end
+    client.spans[#client.spans + 1] = s
+  end
+  if longest ~= nil then
+    if client.w.changed then save(client.lkey, client.wkey, client.spans, ttl) end
+    return {0, 0, 0, 0, 0, 0, 0, 0, longest[2], longest[1], longest[3]}
+  end
+end
+
 local first = nil
 for _, run in ipairs(runs) do  -- each run's least recently used slot, then the best of those
   local k = 1
@@ -271,6 +316,11 @@ if #cand.spans > 0 then
   end
   save(cand.lkey, cand.wkey, cand.spans, ttl)
 end
+if client ~= nil then
+  redis.call('ZADD', client.lkey, fmt(now), member)
+  for _, s in ipairs(client.spans) do s.sum = s.sum + tokens end
+  save(client.lkey, client.wkey, client.spans, ttl)
+end
 local ukey = prefix .. ':used:' .. cand.name
 redis.call('HSET', ukey, cand.sid, fmt(now))
 redis.call('PEXPIRE', ukey, ttl)
@@ -300,6 +350,16 @@ for i = 4, #ARGV do
     redis.call('HINCRBY', KEYS[2], 's' .. ARGV[i], ARGV[3])
   end
 end
+return 1
+"""
+
+# KEYS: one day's usage hash. ARGV: "client\nmodel", requests, prompt tokens, completion tokens, ttl.
+_RECORD_USAGE = """
+local k, who = KEYS[1], ARGV[1]
+redis.call('HINCRBY', k, who .. '\\nr', ARGV[2])
+redis.call('HINCRBY', k, who .. '\\np', ARGV[3])
+redis.call('HINCRBY', k, who .. '\\nc', ARGV[4])
+if redis.call('PTTL', k) < 0 then redis.call('PEXPIRE', k, ARGV[5]) end
 return 1
 """
 
@@ -362,6 +422,7 @@ class RedisStorage(Storage):
         self._reserve = client.register_script(_PRELUDE + _RESERVE)
         self._settle = client.register_script(_SETTLE)
         self._report = client.register_script(_REPORT)
+        self._record_usage = client.register_script(_RECORD_USAGE)
         self._rest = client.register_script(_REST)
         self._inspect = client.register_script(_PRELUDE + _INSPECT)
         self._prefix = f"{namespace}:{{quota}}"
@@ -397,8 +458,14 @@ class RedisStorage(Storage):
         now: int,
         rid: str,
         lease: int,
+        client: ClientPlan | None = None,
     ) -> Pick:
         args: list[Any] = [now, tokens, f"{rid}|{tokens}", lease, KEY_TTL_MS, self._prefix]
+        client_spans = client.spans if client is not None else ()
+        args += (client.id if client_spans else "", len(client_spans))  # type: ignore[union-attr]
+        for span in client_spans:
+            floor, reset = span.bounds(now)
+            args += (span.id, floor, span.length, reset, span.requests, span.tokens)
         start = 0
         while start < len(slots):  # one run per model: its windows once, its slots as two strings
             model = slots[start].model
@@ -424,6 +491,8 @@ class RedisStorage(Storage):
             Refusal(out[i] - 1, out[i + 1].decode(), out[i + 2], out[i + 3].decode())
             for i in range(7, len(out), 4)
         ]
+        if refusals and refusals[0].index < 0:
+            return Pick(client_refusal=refusals[0])
         return Pick(refusals=refusals)
 
     def settle(self, slot: SlotPlan, rid: str, reserved: int, used: int) -> None:
@@ -431,6 +500,34 @@ class RedisStorage(Storage):
         used = max(used, 0)
         args = [f"{rid}|{reserved}", f"{rid}|{used}", used - reserved, *(s.id for s in slot.spans)]
         self._run(self._script, self._settle, [log_key, windows_key], args)
+
+    def settle_client(self, client: ClientPlan, rid: str, reserved: int, used: int) -> None:
+        used = max(used, 0)
+        keys = [f"{self._prefix}:clog:{client.id}", f"{self._prefix}:cwin:{client.id}"]
+        args = [f"{rid}|{reserved}", f"{rid}|{used}", used - reserved, *(s.id for s in client.spans)]
+        self._run(self._script, self._settle, keys, args)
+
+    def record_usage(self, row: UsageRow, keep_days: int) -> None:
+        ttl = (max(keep_days, 1) + 1) * 86400 * 1000  # a day's hash outlives the days it is shown
+        args = [f"{row.client}\n{row.model}", row.requests, row.prompt_tokens, row.completion_tokens, ttl]
+        self._run(self._script, self._record_usage, [self._usage_key(row.day)], args)
+
+    def usage(self, days: Sequence[str]) -> list[UsageRow]:
+        pipe = self._redis.pipeline(transaction=False)
+        for day in days:
+            pipe.hgetall(self._usage_key(day))
+        rows: dict[tuple[str, str, str], list[int]] = {}
+        for day, found in zip(days, self._run(pipe.execute), strict=True):
+            for field_name, value in found.items():
+                who, _, what = field_name.decode().rpartition("\n")
+                client, _, model = who.partition("\n")
+                counts = rows.setdefault((day, client, model), [0, 0, 0])
+                if what in USAGE_FIELDS:
+                    counts[USAGE_FIELDS.index(what)] = int(value)
+        return [UsageRow(*key, *counts) for key, counts in rows.items()]
+
+    def _usage_key(self, day: str) -> str:
+        return f"{self._prefix}:usage:{day}"
 
     def report(
         self,

@@ -25,6 +25,7 @@ from pybreaker import CircuitBreaker, CircuitBreakerError
 
 from app.config import BreakerConfig, ModelConfig, RoutingConfig, alias_target, unavailable_message
 from app.errors import (
+    ClientQuotaExceeded,
     InvalidRequest,
     ModelNotFound,
     ProxyError,
@@ -53,12 +54,14 @@ from app.routing.storage import (
     SLOT_REST,
     TOKENS_SPENT,
     TRIAL_BUSY,
+    ClientPlan,
     Pick,
     Refusal,
     Rest,
     SlotPlan,
     SlotState,
     Storage,
+    UsageRow,
 )
 
 log = logging.getLogger("ai_proxy.routing")
@@ -94,11 +97,21 @@ class Reservation:
     key_label: str = "#1"  # the key's only name in logs, metrics and /v1/quota
     key: str = field(default="", repr=False)  # the key's value, for the upstream call only
     key_trial: bool = False  # the one trial request of a key back from an auth rest
+    client: ClientCharge | None = None  # the client's windows this request was charged in
 
     @property
     def slot(self) -> str:
         """This model and key, as `acquire(exclude=...)` takes it to move on to the next key."""
         return f"{self.model.name}{self.key_label}"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCharge:
+    """One client request in its client's windows: charged once, however many models it tries."""
+
+    plan: ClientPlan
+    id: str
+    tokens: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +170,7 @@ class Router:
         routing: RoutingConfig,
         breaker: BreakerConfig,
         clock: Callable[[], float] = time.time,
+        usage_days: int = 35,
         aliases: Sequence[tuple[str, str]] = (),
     ) -> None:
         self._configured = tuple(models)  # disabled ones too, to say why a name is not served
@@ -164,6 +178,7 @@ class Router:
         self._aliases = tuple(aliases)
         self._storage = storage
         self._clock = clock
+        self._usage_days = usage_days
         self._routing = routing
         self._cooldown = routing.cooldown_seconds
         self._reset_us = to_us(breaker.reset_timeout)
@@ -225,9 +240,14 @@ class Router:
         length: int,
         tokens: int,
         exclude: Collection[str] = (),
+        client: ClientPlan | None = None,
+        charged: ClientCharge | None = None,
     ) -> Reservation:
         """Reserve one request and `tokens` on the best key of the best candidate that can take
-        them. `exclude` names models (all their keys) or slots (`Reservation.slot`) already tried."""
+        them. `exclude` names models (all their keys) or slots (`Reservation.slot`) already tried.
+        With `client`, its windows are taken in the same atomic step (ClientQuotaExceeded when
+        one is spent, and then no model is charged); a fallback passes the earlier `charged`
+        instead, so that one client request counts once."""
         now = self._now()
         tokens = valid_tokens(tokens) or 0
         rid = f"{self._id_prefix}{os.getpid()}-{next(self._ids)}"  # unique in forked workers too
@@ -253,9 +273,17 @@ class Router:
                 if exclude
                 else [False] * len(slots)
             )
-        pick = self._storage.reserve(plans, tried, tokens, now, rid, self._reset_us) if plans else Pick()
+        if charged is not None or client is None or not plans:
+            client = None
+        pick = Pick()
+        if plans:
+            pick = self._storage.reserve(plans, tried, tokens, now, rid, self._reset_us, client)
+        if pick.client_refusal is not None and client is not None:
+            raise _client_refusal(client, pick.client_refusal)
         if pick.index < 0:
             raise _refusal(owners, pick.refusals, misfits)
+        if client is not None:
+            charged = ClientCharge(client, rid, tokens)
         slot = owners[pick.index]
         name = slot.model.name
         if pick.hint is not None:
@@ -272,6 +300,7 @@ class Router:
             key_label=slot.label,
             key=slot.model.token,
             key_trial=pick.key_trial,
+            client=charged,
         )
 
     def succeeded(self, res: Reservation, headers: Mapping[str, str], used_tokens: object) -> None:
@@ -308,6 +337,10 @@ class Router:
         now = self._now()
         if used_tokens is not None and used_tokens != res.tokens and slot.plan.model.counts_tokens:
             self._storage.settle(slot.plan, res.id, res.tokens, used_tokens)
+        charge = res.client
+        counted = charge is not None and charge.plan.counts_tokens
+        if counted and used_tokens is not None and used_tokens != charge.tokens:  # type: ignore[union-attr]
+            self._storage.settle_client(charge.plan, charge.id, charge.tokens, used_tokens)
         hint = _upstream_rest(headers)
         if hint is not None:
             seconds, reason = hint
@@ -316,6 +349,39 @@ class Router:
             self._storage.restore_key(slot.plan)
         if res.trial or res.failing:
             self._feed_breaker(res, None, now)
+
+    def refund_client(self, charge: ClientCharge) -> None:
+        """The client request failed without an answer: its tokens return to its windows (the
+        request still counts). Best effort."""
+        if not charge.plan.counts_tokens or not charge.tokens:
+            return
+        try:
+            self._storage.settle_client(charge.plan, charge.id, charge.tokens, 0)
+        except ServiceUnavailable as exc:
+            with self._settle_lock:
+                self._settle_failures += 1
+            log.warning("could not refund client %s (%s): %s", charge.plan.id, charge.id, exc.message)
+
+    def record_usage(self, client: str, model: str, usage: Mapping[str, Any] | None) -> None:
+        """Count one answered request of `client` on `model` today (UTC), with the prompt and
+        completion tokens the upstream reported. Best effort: the answer is already made."""
+        usage = usage or {}
+        day = time.strftime("%Y-%m-%d", time.gmtime(self._clock()))
+        prompt = valid_tokens(usage.get("prompt_tokens")) or 0
+        completion = valid_tokens(usage.get("completion_tokens")) or 0
+        try:
+            self._storage.record_usage(UsageRow(day, client, model, 1, prompt, completion), self._usage_days)
+        except ServiceUnavailable as exc:
+            with self._settle_lock:
+                self._settle_failures += 1
+            log.warning("could not record the usage of client %s on %s: %s", client, model, exc.message)
+
+    def usage(self, days: int) -> list[UsageRow]:
+        """Usage rows of the last `days` UTC days (today included), newest day first."""
+        today = int(self._clock() // 86400)
+        names = [time.strftime("%Y-%m-%d", time.gmtime((today - n) * 86400)) for n in range(max(days, 1))]
+        rows = self._storage.usage(names)
+        return sorted(rows, key=lambda r: (names.index(r.day), r.client, r.model))
 
     def _failed(self, res: Reservation, error: ProxyError) -> None:
         slot = self._by_label[res.model.name, res.key_label]
@@ -565,6 +631,17 @@ def _refusal(
             f"The request is too large for every candidate model: {detail}", code="context_length_exceeded"
         )
     return ServiceUnavailable(f"No model left to try: {detail}")
+
+
+def _client_refusal(client: ClientPlan, refusal: Refusal) -> ClientQuotaExceeded:
+    span = next(s for s in client.spans if s.id == refusal.detail)
+    window = span.requests_window if refusal.code == REQUESTS_SPENT else span.tokens_window
+    limit = span.requests if refusal.code == REQUESTS_SPENT else span.tokens
+    wait = max(refusal.wait, 0) / US
+    return ClientQuotaExceeded(
+        f"This key's {window} ({limit}) is spent; it resets in {go_duration(wait)}",
+        retry_after=float(max(1, math.ceil(wait))),
+    )
 
 
 def _explain(plan: ModelPlan, refusal: Refusal) -> str:

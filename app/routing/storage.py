@@ -45,6 +45,29 @@ class SlotPlan:
         object.__setattr__(self, "spans", self.model.spans)
 
 
+@dataclass(frozen=True, slots=True)
+class ClientPlan:
+    """A client's own windows, reserved in the same atomic step as a slot's (see Storage.reserve)."""
+
+    id: str  # the client's name
+    spans: tuple[Span, ...]
+    counts_tokens: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "counts_tokens", any(s.tokens for s in self.spans))
+
+
+class UsageRow(NamedTuple):
+    """One client's use of one model on one UTC day ("YYYY-MM-DD")."""
+
+    day: str
+    client: str
+    model: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+
+
 class Refusal(NamedTuple):
     index: int  # into the slots passed to reserve()
     code: str
@@ -62,6 +85,7 @@ class Pick:
     failing: bool = False  # failures were reported since the model's last success
     hint: tuple[int, int, int] | None = None  # tightest request window: (limit, remaining, wait)
     refusals: list[Refusal] = field(default_factory=list)
+    client_refusal: Refusal | None = None  # the client's own window refused (index -1): nothing taken
 
 
 class SpanUsage(NamedTuple):
@@ -102,15 +126,32 @@ class Storage(ABC):
         now: int,
         rid: str,
         lease: int,
+        client: ClientPlan | None = None,
     ) -> Pick:
         """Atomically pick the best eligible slot (lowest priority, then least recently used) and
         take one request and `tokens` in every window of it, stamping it used. A model whose breaker
         rest is over gets one trial request, and so does a key whose auth rest is over, each holding
-        off others for `lease`. Tried slots are only evaluated, for the refusal reasons."""
+        off others for `lease`. Tried slots are only evaluated, for the refusal reasons.
+
+        With `client`, its windows are checked first and taken (as entry `rid`) in the same step as
+        the slot's: a spent client window refuses with `client_refusal`, no slot able to serve
+        refuses as usual, and either way neither the client nor any slot is charged."""
 
     @abstractmethod
     def settle(self, slot: SlotPlan, rid: str, reserved: int, used: int) -> None:
         """Replace a reservation's token estimate with the real usage, wherever it still counts."""
+
+    @abstractmethod
+    def settle_client(self, client: ClientPlan, rid: str, reserved: int, used: int) -> None:
+        """settle() for the client's entry `rid`."""
+
+    @abstractmethod
+    def record_usage(self, row: UsageRow, keep_days: int) -> None:
+        """Add a row's counts to its (day, client, model); days older than `keep_days` may go."""
+
+    @abstractmethod
+    def usage(self, days: Sequence[str]) -> list[UsageRow]:
+        """Every (day, client, model) with counts, for the given days."""
 
     @abstractmethod
     def report(

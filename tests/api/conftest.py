@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -39,6 +40,20 @@ class Proxy:
 def flush_logs() -> None:
     for handler in logging.getLogger("ai_proxy").handlers:
         handler.flush()
+
+
+class LogCapture:
+    """What the proxy's own log handler writes (call after the app is built: it owns the handler)."""
+
+    def __init__(self) -> None:
+        self.buffer = io.StringIO()
+        for handler in logging.getLogger("ai_proxy").handlers:
+            if isinstance(handler, logging.StreamHandler):
+                handler.setStream(self.buffer)
+
+    def text(self) -> str:
+        flush_logs()
+        return self.buffer.getvalue()
 
 
 @pytest.fixture

@@ -39,7 +39,7 @@ def test_gunicorn_takes_port_and_threads_from_the_platform():
     settings = dict(re.findall(r"^(\w+)\s+= (.*)$", done.stdout, re.M))
     assert settings["bind"] == "['0.0.0.0:5123']"
     assert settings["workers"] == "1" and settings["threads"] == "12"
-    assert settings["worker_class"] == "gthread" and settings["preload_app"] == "True"
+    assert settings["worker_class"] == "app.worker.ThreadWorker" and settings["preload_app"] == "True"
 
 
 def test_several_workers_with_memory_storage_are_refused_at_start():

@@ -41,11 +41,12 @@ def test_json_logs_tell_the_story_and_keep_secrets(gunicorn_server, fake_openai)
     fake_openai.push_error("server_error")  # fake/a fails, fake/b serves
     fallback = stream(server.port, chat_body("SMALL", SECRET_TEXT))
     assert fallback.status == 200 and fallback.errors == []
-    fake_openai.push_error("invalid_api_key", api_key=UPSTREAM_KEY)  # upstream rejects our key
-    assert stream(server.port, chat_body("fake/b", SECRET_TEXT)).status == 502
     fake_openai.push_chat(content=["One", " two", " three"], drop_after=2)  # broken mid-stream
     broken = stream(server.port, chat_body("fake/c", SECRET_TEXT))
     assert broken.status == 200 and broken.content == "One" and broken.errors
+    # Last: a rejected key rests every model that uses it (cooldown class `auth`).
+    fake_openai.push_error("invalid_api_key", api_key=UPSTREAM_KEY)  # upstream rejects our key
+    assert stream(server.port, chat_body("fake/b", SECRET_TEXT)).status == 502
     assert stream(server.port, chat_body("fake/a", SECRET_TEXT), key=WRONG_KEY).status == 401
     bad = {"model": "fake/a", "messages": [{"role": SECRET_TEXT, "content": SECRET_TEXT}]}
     assert stream(server.port, bad).status == 400

@@ -97,6 +97,7 @@ def test_openapi_json_is_public_and_covers_the_routes(fuzz_server):
         "/v1/responses",
         "/",
         "/v1/quota",
+        "/v1/usage",
         "/health",
         "/ping",
         "/metrics",

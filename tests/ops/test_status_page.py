@@ -91,6 +91,7 @@ def test_status_page_renders_models_in_chromium(gunicorn_server, fake_openai, tm
     assert "cooling down" in dom  # the refused model rests
     assert "Could not connect to the upstream" in dom  # and its error is listed
     assert not re.search(r"id=\"updated\">needs a client key<", dom)
+    assert 'data-client="anonymous"' in dom  # the per-client usage table (an open proxy: one client)
     # The disabled model: greyed out, with the variable that would enable it.
     card = re.search(r'<article class="model disabled" data-model="cohere/command-a".*?</article>', dom, re.S)
     assert card and "Disabled: set COHERE_API_KEY" in card.group(0), dom[:3000]

@@ -126,6 +126,15 @@ class FailingOutcomes(Storage):
     def restore_key(self, *args, **kwargs) -> None:
         raise ServiceUnavailable("quota storage unavailable")
 
+    def settle_client(self, *args, **kwargs) -> None:
+        raise ServiceUnavailable("quota storage unavailable")
+
+    def record_usage(self, *args, **kwargs) -> None:
+        raise ServiceUnavailable("quota storage unavailable")
+
+    def usage(self, *args, **kwargs):
+        return self.inner.usage(*args, **kwargs)
+
 
 def records(caplog: pytest.LogCaptureFixture) -> Sequence[logging.LogRecord]:
     return [r for r in caplog.records if r.name == "ai_proxy.routing" and "could not record" in r.message]
