@@ -141,3 +141,16 @@ def test_chat_through_an_alias_names_the_model_that_served(client, alias_upstrea
     assert answer.status_code == 200, answer.get_json()
     assert answer.get_json()["model"] == "big/one" and answer.headers["X-AI-Proxy-Model"] == "big/one"
     assert alias_upstream.chat_requests[-1].json["model"] == "big/one"
+
+
+def test_get_one_model_follows_a_clients_allow_list(alias_upstream: FakeOpenAI):
+    raw = raw_config(alias_upstream.chat_url)
+    raw["clients"] = [{"name": "bob", "key": "bob-key-123456", "models": ["SMALL"]}]
+    client = create_app(parse_config(raw, {})).test_client()
+    bob = {"x-api-key": "bob-key-123456"}
+    assert client.get("/v1/models/claude-haiku-4-5", headers=bob).status_code == 200  # alias -> SMALL
+    assert client.get("/v1/models/small", headers=bob).status_code == 200
+    assert client.get("/v1/models/big/one", headers=bob).status_code == 404
+    assert client.get("/v1/models/big/one", headers=AUTH).status_code == 200  # the admin key sees all
+    listed = [m["id"] for m in client.get("/v1/models", headers=bob).get_json()["data"]]
+    assert "big/one" not in listed and "SMALL" in listed
