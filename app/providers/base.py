@@ -17,7 +17,6 @@ from app.config import HttpConfig, ModelConfig
 from app.errors import InvalidRequest, ProxyError
 from app.http import SessionPool, UpstreamResponse
 from app.providers.shape import TRANSLATION_ERRORS, error_for_status, malformed, openai_error_message
-from app.providers.shape import retry_after_seconds as retry_after_seconds  # GigaChat's until it adopts shape
 from app.sse import SSEEvent
 
 MAX_ERROR_BODY = 64 * 1024
