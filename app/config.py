@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import logging
 import os
@@ -152,6 +153,7 @@ class Config:
     log_level: str = "INFO"
     log_format: str = "text"
     disabled_models: tuple[str, ...] = ()
+    aliases: tuple[tuple[str, str], ...] = ()  # (client-facing name or glob, model or group), in order
     clients: tuple[ClientConfig, ...] = ()  # server.api_keys first, as unlimited admins
 
     @property
@@ -308,6 +310,8 @@ def parse_config(raw: Any, environ: Mapping[str, str], source: str = "config.yam
     if log_format not in ("json", "text"):
         raise ConfigError("environment: AI_PROXY_LOG_FORMAT: must be 'json' or 'text'")
 
+    aliases = _parse_aliases(raw.get("aliases"), models, source)
+
     return Config(
         models=tuple(models),
         server=server,
@@ -320,6 +324,7 @@ def parse_config(raw: Any, environ: Mapping[str, str], source: str = "config.yam
         log_level=log_level,
         log_format=log_format,
         disabled_models=tuple(disabled),
+        aliases=aliases,
         clients=parse_clients(raw.get("clients"), server.api_keys, source),
     )
 
@@ -338,6 +343,37 @@ def _check_embedding_spaces(models: Iterable[ModelConfig], source: str) -> None:
                 "different models are not comparable (give members the same embedding_space only "
                 "when they really make the same vectors)"
             )
+
+
+# --- aliases: client-facing names (or globs) for a model or a group -------------------------------
+def _parse_aliases(raw: Any, models: list[ModelConfig], source: str) -> tuple[tuple[str, str], ...]:
+    """`aliases:` in file order; each target must be a configured model or group."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: field 'aliases': must be a mapping of name or glob to a model or group")
+    names = {m.name for m in models}
+    groups = {m.group for m in models if m.group}
+    aliases = []
+    for pattern, target in raw.items():
+        if not isinstance(target, str) or not target.strip():
+            raise ConfigError(f"{source}: alias '{pattern}': target must be a model or group name")
+        target = target.strip()
+        if target not in names and target.upper() not in groups:
+            raise ConfigError(
+                f"{source}: alias '{pattern}': target '{target}' is neither a model nor a group"
+            )
+        aliases.append((str(pattern), target))
+    return tuple(aliases)
+
+
+def alias_target(aliases: tuple[tuple[str, str], ...], name: str) -> str | None:
+    """The target of the first alias whose name or glob matches `name` (any case), else None."""
+    folded = name.lower()
+    for pattern, target in aliases:
+        if fnmatch.fnmatchcase(folded, pattern.lower()):
+            return target
+    return None
 
 
 def _as_list(value: Any, source: str, where: str) -> list[str]:

@@ -78,6 +78,7 @@ def build_services(
         config.breaker,
         clock=time.time,
         usage_days=config.server.usage_days,
+        aliases=config.aliases,
     )
     providers = {m.name: build_provider(m, sessions, config.http) for m in config.enabled_models}
     gateway = Gateway(config, router, providers, redactor=redactor)

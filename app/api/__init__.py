@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Flask
 
 from app.api import (
+    anthropic,
     audio,
     chat,
     embeddings,
@@ -15,6 +16,7 @@ from app.api import (
     models,
     openapi,
     quota,
+    responses,
     status,
     usage,
 )
@@ -22,5 +24,19 @@ from app.api import (
 
 def register(app: Flask) -> None:
     hooks.install(app)
-    for module in (health, chat, models, images, embeddings, audio, quota, metrics, status, openapi, usage):
+    for module in (
+        health,
+        chat,
+        anthropic,
+        responses,
+        models,
+        images,
+        embeddings,
+        audio,
+        quota,
+        metrics,
+        status,
+        openapi,
+        usage,
+    ):
         app.register_blueprint(module.bp)
