@@ -289,3 +289,13 @@ def test_langchain_openai_embeddings(app_proxy: Proxy) -> None:
     )
     assert embedder.embed_documents(INPUTS) == [vector_for(text) for text in INPUTS]
     assert embedder.embed_query("what is it?") == vector_for("what is it?")
+
+
+def test_an_alias_names_an_embedding_model(proxy: Callable[..., Proxy], fakes: dict[str, Any]) -> None:
+    app = proxy({"models": models(fakes), "aliases": {"text-embedding-3-*": "gemini/embed"}})
+    answer = app.post(
+        "/v1/embeddings", {"model": "text-embedding-3-small", "input": "hi", "encoding_format": "float"}
+    )
+    assert answer.status_code == 200, answer.get_json()
+    assert answer.get_json()["data"][0]["embedding"] == vector_for("hi")
+    assert len(fakes["gemini"].requests_for("embed")) == 1
