@@ -20,13 +20,32 @@ import time
 from collections.abc import Callable, Generator, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 from app.clients import Client
 from app.config import Config, ModelConfig
-from app.errors import ModelNotFound, ProxyError, RateLimited, ServiceUnavailable, UpstreamError
+from app.errors import (
+    InvalidRequest,
+    ModelNotFound,
+    ProxyError,
+    RateLimited,
+    ServiceUnavailable,
+    UpstreamError,
+)
 from app.events import HEARTBEAT, StreamEvent, StreamFailed
-from app.providers import ChunkStream, Completion, ImageResult, Provider
+from app.providers import (
+    EMBEDDING,
+    OPENAI_EMBEDDINGS,
+    TRANSCRIPTION,
+    ChunkStream,
+    Completion,
+    ImageResult,
+    Provider,
+    Transcript,
+    embedding_batch,
+    embedding_shape,
+)
 from app.providers.reasoning import ReasoningStream, split_reasoning
 from app.redact import Redactor
 from app.routing import ClientCharge, ClientPlan, Reservation, Router, estimate_tokens
@@ -77,6 +96,38 @@ class ImageAnswer:
     result: ImageResult
     model: ModelConfig
     headers: dict[str, str]
+
+
+@dataclass(slots=True)
+class EmbeddingAnswer:
+    """Every input's vector in input order (joined from the batches), and the tokens counted."""
+
+    vectors: list[list[float]]
+    prompt_tokens: int
+    model: ModelConfig
+    headers: dict[str, str]
+
+
+@dataclass(slots=True)
+class TranscriptAnswer:
+    transcript: Transcript
+    model: ModelConfig
+    headers: dict[str, str]
+
+
+# Kinds whose front APIs answer a model of another kind with a 400 naming its kind (chat and image
+# keep their 404, as before these kinds existed).
+KIND_CHECKED = (EMBEDDING, TRANSCRIPTION)
+
+
+def input_length(inputs: list[Any]) -> int:
+    """Characters of text inputs (a token array counts four per token)."""
+    return sum(len(item) if isinstance(item, str) else 4 * len(item) for item in inputs)
+
+
+def embedding_tokens(inputs: list[Any]) -> int:
+    """The estimate counted against token windows: characters / 4 (a token array: its length)."""
+    return sum(-(-len(item) // 4) if isinstance(item, str) else len(item) for item in inputs)
 
 
 def request_length(messages: list[dict[str, Any]]) -> int:
@@ -207,6 +258,47 @@ class Gateway:
         self._record_usage(trace)
         return ImageAnswer(result, reservation.model, self.router.ratelimit_headers(reservation.model))
 
+    def embed(self, inputs: list[Any], body: dict[str, Any], trace: Trace) -> EmbeddingAnswer:
+        """Vectors of `inputs` (strings or token arrays). They go upstream in batches no larger than
+        any candidate takes; each batch is one routed request (its own quota count, retries and
+        fallback, within one embedding space); any batch failing fails the whole request."""
+        attempts = self._plan_for(str(body.get("model") or ""), EMBEDDING, 0, 0, trace)
+        candidates = attempts.candidates
+        if not all(isinstance(item, str) for item in inputs):
+            candidates = [m for m in candidates if embedding_shape(m.provider, m.url) == OPENAI_EMBEDDINGS]
+            if not candidates:
+                names = ", ".join(m.name for m in attempts.candidates)
+                raise InvalidRequest(
+                    f"Model {names} takes text only: give 'input' as a string or a list of strings",
+                    param="input",
+                )
+        size = min(m.max_batch or embedding_batch(m.provider, m.url) for m in candidates)
+        vectors: list[list[float]] = []
+        total = 0
+        reservation = None
+        for start in range(0, len(inputs), size):
+            batch = inputs[start : start + size]
+            estimate = embedding_tokens(batch)
+            plan = _Attempts(candidates, attempts.concrete, input_length(batch), estimate, trace)
+            reservation, result = self._run(plan, partial(_embed_batch, batch, body))
+            counted = estimate if result.prompt_tokens is None else result.prompt_tokens
+            self.router.succeeded(reservation, result.headers, counted)
+            vectors.extend(result.vectors)
+            total += counted
+        assert reservation is not None  # inputs are never empty (the front API checks)
+        trace.usage = {"prompt_tokens": total, "total_tokens": total}
+        model = reservation.model
+        return EmbeddingAnswer(vectors, total, model, self.router.ratelimit_headers(model))
+
+    def transcribe(self, audio: Any, body: dict[str, Any], trace: Trace) -> TranscriptAnswer:
+        """A transcript of `audio` (re-readable for a retry or fallback); one routed request."""
+        prompt = body.get("prompt") or ""
+        attempts = self._plan_for(str(body.get("model") or ""), TRANSCRIPTION, len(prompt), 0, trace)
+        reservation, result = self._run(attempts, lambda p, m: p.transcribe(audio, body))
+        self.router.succeeded(reservation, result.headers, None)
+        model = reservation.model
+        return TranscriptAnswer(result, model, self.router.ratelimit_headers(model))
+
     # --- routing loop ------------------------------------------------------------------------
     def _plan(self, body: dict[str, Any], kind: str, trace: Trace) -> _Attempts:
         length = request_length(body["messages"])
@@ -217,6 +309,7 @@ class Gateway:
     def _plan_for(self, name: str, kind: str, length: int, tokens: int, trace: Trace) -> _Attempts:
         trace.asked = name
         if name:
+            self._check_kind(name, kind)
             candidates = self.router.resolve(name, kind)
         else:  # no model named (allowed for images): any enabled model of that kind
             candidates = [m for m in self.config.enabled_models if m.kind == kind]
@@ -226,6 +319,17 @@ class Gateway:
             candidates = trace.client.allowed(name, candidates)
         concrete = len(candidates) == 1 and candidates[0].name == name
         return _Attempts(candidates, concrete, length, tokens, trace)
+
+    def _check_kind(self, name: str, kind: str) -> None:
+        """A model (or group) of another kind named where an embedding or transcription model is
+        wanted, or the other way round: a 400 that names its kind."""
+        models = self.config.models
+        exact = next((m for m in models if m.name == name), None)
+        kinds = {exact.kind} if exact else {m.kind for m in models if m.group == name.upper()}
+        if not kinds or kind in kinds or not ({kind} | kinds) & set(KIND_CHECKED):
+            return
+        what = " and ".join(_a(k) for k in sorted(kinds))
+        raise InvalidRequest(f"Model '{name}' is {what} model, not {_a(kind)} model", param="model")
 
     def _run(self, attempts: _Attempts, call: Callable[[Provider, ModelConfig], T]) -> tuple[Reservation, T]:
         """Acquire a model and call it; on a retryable failure fall back to the next model. A
@@ -496,6 +600,14 @@ def _finished(completion: Completion, model: ModelConfig) -> Completion:
     if model.reasoning != "keep":
         split_reasoning(answer, model.reasoning)
     return completion
+
+
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
+
+
+def _embed_batch(batch: list[Any], body: dict[str, Any], provider: Provider, model: ModelConfig) -> Any:
+    return provider.embed(batch, body)
 
 
 def _close(stream: ChunkStream) -> None:

@@ -91,6 +91,7 @@ def build_services(
         config.breaker,
         clock=time.time,
         usage_days=config.server.usage_days,
+        aliases=config.aliases,
     )
     providers = build_providers(config, sessions)
     gateway = Gateway(config, router, providers, redactor=redactor)

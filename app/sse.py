@@ -13,17 +13,39 @@ class SSEEvent(NamedTuple):
     data: bytes
 
 
-def iter_sse(chunks: Iterable[bytes]) -> Iterator[SSEEvent]:
-    """Split raw stream bytes into events (LF or CRLF endings; comments skipped; data lines joined)."""
-    buffer = b""
+class LineTooLong(ValueError):
+    """One line of the stream is longer than the parser's limit."""
+
+
+def iter_sse(chunks: Iterable[bytes], max_line: int = 1024 * 1024) -> Iterator[SSEEvent]:
+    """Split raw stream bytes into events (LF or CRLF endings; comments skipped; data lines joined).
+
+    Linear in the input: an unterminated line is kept as a list of pieces, joined once when its end
+    arrives. A line longer than `max_line` bytes raises LineTooLong as soon as it is seen."""
+    pending: list[bytes] = []  # the pieces of the line not yet ended
+    pending_size = 0
     event = ""
     data: list[bytes] = []
     for chunk in chunks:
-        if not chunk:
+        if b"\n" not in chunk:
+            if chunk:
+                pending.append(chunk)
+                pending_size += len(chunk)
+                if pending_size > max_line:
+                    raise LineTooLong(max_line)
             continue
-        buffer += chunk
-        *lines, buffer = buffer.split(b"\n")
+        lines = chunk.split(b"\n")
+        if pending:
+            pending.append(lines[0])
+            lines[0] = b"".join(pending)
+            pending.clear()
+        tail = lines.pop()
+        pending_size = len(tail)
+        if tail:
+            pending.append(tail)
         for line in lines:
+            if len(line) > max_line:
+                raise LineTooLong(max_line)
             if line.endswith(b"\r"):
                 line = line[:-1]
             if not line:
@@ -40,7 +62,9 @@ def iter_sse(chunks: Iterable[bytes]) -> Iterator[SSEEvent]:
                 data.append(value)
             elif name == b"event":
                 event = value.decode("utf-8", "replace")
-    tail = buffer.rstrip(b"\r")
+        if pending_size > max_line:
+            raise LineTooLong(max_line)
+    tail = b"".join(pending).rstrip(b"\r")
     if tail.startswith(b"data:"):
         value = tail[5:]
         data.append(value[1:] if value.startswith(b" ") else value)
@@ -48,18 +72,14 @@ def iter_sse(chunks: Iterable[bytes]) -> Iterator[SSEEvent]:
         yield SSEEvent(event, b"\n".join(data))
 
 
-def read_chunks(raw: Any, size: int = 65536) -> Iterator[bytes]:
-    """Yield bytes as they arrive from a urllib3 response (read1: no waiting to fill a buffer)."""
-    read1 = raw.read1
-    while True:
-        chunk = read1(size)
-        if not chunk:
-            return
-        yield chunk
-
-
 DONE = b"data: [DONE]\n\n"
+KEEP_ALIVE = b": keep-alive\n\n"  # an SSE comment: the heartbeat of the OpenAI-shaped streams
 
 
 def encode(payload: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def encode_event(name: str, payload: dict[str, Any]) -> bytes:
+    """One SSE event with an `event:` line, as Anthropic's and the Responses API's streams have."""
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"

@@ -31,7 +31,7 @@ log = logging.getLogger("ai_proxy.access")
 errors_log = logging.getLogger("ai_proxy.errors")
 
 PUBLIC_ENDPOINTS = frozenset(
-    {"health.health", "health.ping", "static", "status.status_page", "openapi.openapi_json"}
+    {"health.health", "health.ping", "health.root", "static", "status.status_page", "openapi.openapi_json"}
 )
 # Admin keys only (metrics: unless server.metrics_public).
 ADMIN_ENDPOINTS = frozenset({"quota.quota", "metrics.metrics", "status.disabled_models"})

@@ -6,23 +6,18 @@ calls the upstream, and translates the answer back. It knows nothing of Flask, q
 
 from __future__ import annotations
 
-import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import orjson
-import requests
-import urllib3.exceptions
 
 from app.config import HttpConfig, ModelConfig
-from app.errors import InvalidRequest, ProxyError, UpstreamError, UpstreamTimeout
-from app.http import SessionPool, release, send
+from app.errors import InvalidRequest, ProxyError
+from app.http import SessionPool, UpstreamResponse
 from app.providers.shape import TRANSLATION_ERRORS, error_for_status, malformed, openai_error_message
-from app.providers.shape import retry_after_seconds as retry_after_seconds  # GigaChat's until it adopts shape
-from app.sse import SSEEvent, iter_sse, read_chunks
+from app.sse import SSEEvent
 
 MAX_ERROR_BODY = 64 * 1024
 
@@ -45,6 +40,24 @@ class Image:
 @dataclass(slots=True)
 class ImageResult:
     images: list[Image]
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Embeddings:
+    """The vectors of one upstream call, in input order, and the tokens it counted (None: not said)."""
+
+    vectors: list[list[float]]
+    prompt_tokens: int | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Transcript:
+    """A transcription answer as the upstream sent it, in the format the client asked for."""
+
+    content: bytes
+    content_type: str
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -92,6 +105,16 @@ class Provider(ABC):
     def generate_image(self, body: dict[str, Any]) -> ImageResult:
         raise InvalidRequest(f"Model {self.model.name} does not generate images", param="model")
 
+    def embed(self, inputs: list[Any], body: dict[str, Any]) -> Embeddings:
+        """Vectors of `inputs` (one batch; strings, or token arrays where the upstream takes them)."""
+        raise InvalidRequest(f"Model {self.model.name} is a {self.model.kind} model, not an embedding model")
+
+    def transcribe(self, audio: Any, body: dict[str, Any]) -> Transcript:
+        """The transcript of `audio` (an app.providers.transcription.Upload) with OpenAI's form fields."""
+        raise InvalidRequest(
+            f"Model {self.model.name} is a {self.model.kind} model, not a transcription model"
+        )
+
     def close(self) -> None:  # noqa: B027 - optional hook, most providers hold nothing
         """Release anything the provider holds beyond the shared sessions."""
 
@@ -108,9 +131,7 @@ class HttpProvider(Provider):
 
     def __init__(self, model: ModelConfig, sessions: SessionPool, http: HttpConfig) -> None:
         super().__init__(model, sessions, http)
-        self.session: requests.Session = sessions.get(model.provider)
-        self._timeout = (http.connect_timeout, http.read_timeout)
-        self._stream_timeout = (http.connect_timeout, http.stream_idle_timeout)
+        self.transport = sessions.transport(model.provider)
 
     # --- translation hooks (pure; no I/O) ---------------------------------------------------
     @abstractmethod
@@ -132,9 +153,11 @@ class HttpProvider(Provider):
     # --- transport ---------------------------------------------------------------------------
     def complete(self, body: dict[str, Any]) -> Completion:
         response = self._post(self.build_request(body, stream=False), stream=False)
-        content = response.content
         if response.status_code >= 400:
-            raise self.parse_error(response.status_code, content[:MAX_ERROR_BODY], response.headers)
+            raise self.parse_error(
+                response.status_code, response.error_body(MAX_ERROR_BODY), response.headers
+            )
+        content = response.read()
         try:
             return Completion(self.parse_response(orjson.loads(content)), response.headers)
         except TRANSLATION_ERRORS as exc:  # the error boundary: never a 500, never the body
@@ -143,39 +166,32 @@ class HttpProvider(Provider):
     def stream(self, body: dict[str, Any]) -> ChunkStream:
         response = self._post(self.build_request(body, stream=True), stream=True)
         if response.status_code >= 400:
-            try:
-                content = response.raw.read(MAX_ERROR_BODY, decode_content=True) or b""
-            except (urllib3.exceptions.HTTPError, OSError):
-                content = b""
-            finally:
-                response.close()
-            raise self.parse_error(response.status_code, content, response.headers)
-        chunks = self.parse_stream(iter_sse(read_chunks(response.raw)))
-        return ChunkStream(self._guard(chunks, response), response.headers, partial(_abort, response))
+            raise self.parse_error(
+                response.status_code, response.error_body(MAX_ERROR_BODY), response.headers
+            )
+        chunks = self.parse_stream(response.events())
+        return ChunkStream(self._guard(chunks, response), response.headers, response.abort)
 
-    def _post(self, request: UpstreamRequest, *, stream: bool) -> requests.Response:
-        return send(
-            self.session,
+    def _post(self, request: UpstreamRequest, *, stream: bool) -> UpstreamResponse:
+        return self.transport.post(
             request.url,
             data=request.payload,
             headers=request.headers,
-            timeout=self._stream_timeout if stream else self._timeout,
             stream=stream,
             model_name=self.model.name,
         )
 
-    def _guard(self, chunks: Iterator[dict[str, Any]], response: Any) -> Iterator[dict[str, Any]]:
-        """Map read failures mid-stream to proxy errors; at a normal end, keep the connection."""
+    def _guard(
+        self, chunks: Iterator[dict[str, Any]], response: UpstreamResponse
+    ) -> Iterator[dict[str, Any]]:
+        """Map untranslatable events to proxy errors (transport failures, deadlines and caps arrive
+        already typed from `response.events()`); at a normal end, keep the connection."""
         name = self.model.name
         try:
             yield from chunks
-        except (urllib3.exceptions.ReadTimeoutError, TimeoutError):
-            raise UpstreamTimeout(f"Upstream stream for model {name} stalled") from None
-        except (urllib3.exceptions.HTTPError, requests.RequestException, OSError):
-            raise UpstreamError(f"Upstream stream for model {name} broke off") from None
         except TRANSLATION_ERRORS as exc:  # the error boundary: never a 500, never the event
             raise malformed(name, stream=True, cause=exc) from None
-        release(response)
+        response.release()
 
 
 # --- shared helpers for adapters ------------------------------------------------------------
@@ -187,14 +203,3 @@ def bearer_headers(model: ModelConfig) -> tuple[dict[str, str], dict[str, str]]:
     if model.token:
         headers["Authorization"] = f"Bearer {model.token}"
     return headers, {**headers, "Accept": "text/event-stream"}
-
-
-def _abort(response: requests.Response) -> None:
-    """Close a streamed response, waking a read blocked on it in another thread.
-
-    urllib3 refuses (RuntimeError/ValueError) once the connection is back in its pool: then there
-    is nothing left to wake.
-    """
-    with contextlib.suppress(AttributeError, OSError, RuntimeError, ValueError):
-        response.raw.shutdown()
-    response.close()

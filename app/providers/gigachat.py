@@ -1,10 +1,22 @@
-"""Sber GigaChat through the official `gigachat` SDK (sync client, v1 chat contract).
+"""Sber GigaChat's v1 chat API over the shared transport, with an OAuth token cache of our own.
 
-Pure translations (no I/O): `build_chat` (OpenAI request -> GigaChat `Chat` dict), `parse_completion`
-(answer -> chat.completion), `stream_chunk` / `translate_stream` (stream chunks -> OpenAI chunks) and
-`map_error` (SDK / httpx exception -> ProxyError). `GigaChat` holds ONE SDK client per model, shared
-by every thread: the SDK fetches the OAuth token once under its lock, refreshes it 60 s before expiry
-and, on a 401, re-authenticates once and retries the call.
+Why not the official `gigachat` SDK (0.2.3, the newest release): its client cannot be shared by the
+worker's threads through its public interface. After a 401 it drops the cached token unconditionally
+and outside its lock, so N requests failing together wipe each other's fresh tokens (up to N OAuth
+calls), and its `token` property can read a token another thread is resetting; the only fixes go
+through its private `_reset_token` / `_access_token`. Its transport is closed too: one timeout for
+plain calls and streams, no proxy setting, no bound on an answer's size and no public way to wake a
+stream read blocked in another thread. So GigaChat is spoken here like every other upstream, through
+`app/http.py` (same pools, timeouts, caps, TLS and proxy settings), and `AccessToken` does what the
+SDK's token handling did, thread-safely: one OAuth call however many threads need a token, a new one
+60 s before expiry, and after a 401 one refresh (only if the rejected token is still the current one,
+so 20 concurrent 401s cause exactly one) and one retry.
+
+Pure translations (no I/O, the OpenAI side from `shape`): `build_payload` (OpenAI request -> GigaChat
+v1 chat), `parse_completion` (answer -> chat.completion), `parse_chunks` (SSE events -> OpenAI chunks)
+and `parse_token` (OAuth answer). What they cannot translate becomes, at the transport's error
+boundary, a retryable UpstreamError naming the model; every error message and log line is redacted of
+the credentials and of the access tokens the provider holds.
 
 What is translated:
   - messages: system/developer (leading ones merged into the one system message GigaChat allows
@@ -26,43 +38,47 @@ than repetition_penalty, `response_format` json_object, `parallel_tool_calls`, `
 from __future__ import annotations
 
 import base64
-import contextlib
-import json
+import copy
 import logging
 import re
-import socket
-import ssl
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
-from itertools import chain
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
+from urllib.parse import urlencode
 
-import httpx
-import pydantic
-from gigachat import GigaChatSyncClient
-from gigachat.exceptions import GigaChatException, ResponseError
-from gigachat.models.chat import Chat
-from gigachat.settings import AUTH_URL
+import orjson
 
 from app.config import HttpConfig, ModelConfig
-from app.errors import (
-    InvalidRequest,
-    ProxyError,
-    RateLimited,
-    UpstreamAuthError,
-    UpstreamError,
-    UpstreamTimeout,
-)
+from app.errors import InvalidRequest, ProxyError, RateLimited, UpstreamAuthError, UpstreamError
 from app.http import SessionPool
-from app.providers.base import ChunkStream, Completion, Provider, error_for_status, retry_after_seconds
+from app.providers.base import MAX_ERROR_BODY, ChunkStream, Completion, HttpProvider, UpstreamRequest
+from app.providers.shape import (
+    TRANSLATION_ERRORS,
+    Answer,
+    ChunkWriter,
+    MalformedAnswer,
+    answer_error,
+    error_for_status,
+    expect,
+    incomplete_stream,
+    malformed,
+    max_tokens,
+    openai_error_message,
+    optional_text,
+    tool_call,
+    usage,
+)
+from app.redact import redact
 from app.routing.cooldown import AUTH, CREDIT, UNAVAILABLE, Cooldown
+from app.sse import SSEEvent
 
 log = logging.getLogger("ai_proxy.providers.gigachat")
 
+AUTH_URL = "https://ngw.devices.sberbank.ru:9443/api/v2/oauth"
 DEFAULT_SCOPE = "GIGACHAT_API_PERS"
-EVENT_STREAM = "text/event-stream"
+REFRESH_AHEAD = 60.0  # seconds before expiry when a token is replaced (as the SDK does)
 MIN_TEMPERATURE = 1e-6  # GigaChat wants temperature > 0; this is greedy for every practical purpose
 REASONING_EFFORTS = ("low", "medium", "high")
 FINISH_REASONS = {
@@ -72,14 +88,13 @@ FINISH_REASONS = {
     "blacklist": "content_filter",
 }
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-_DUMP = {"mode": "json", "by_alias": True, "exclude_none": True, "exclude": {"x_headers"}}
 
 
-# --- OpenAI request -> GigaChat Chat -----------------------------------------------------------
+# --- OpenAI request -> GigaChat -----------------------------------------------------------------
 
 
-def sdk_credentials(token: str) -> str:
-    """The SDK's `credentials` (base64 authorization key) from `client_id:client_secret` or the key."""
+def authorization_key(token: str) -> str:
+    """GigaChat's base64 authorization key, from `client_id:client_secret` or from the key itself."""
     token = token.strip()
     if token.lower().startswith("basic "):
         token = token[6:].strip()
@@ -88,16 +103,14 @@ def sdk_credentials(token: str) -> str:
     return token
 
 
-def build_chat(body: dict[str, Any], upstream_model: str) -> dict[str, Any]:
-    """The GigaChat v1 `Chat` payload (a dict for `Chat.model_validate`) for an OpenAI request.
-
-    Function definitions travel in `additional_fields`, which the SDK merges into the JSON as they
-    are: its own `Function` model drops JSON Schema keywords and rejects valid schemas.
-    """
+def build_payload(body: dict[str, Any], upstream_model: str, stream: bool) -> dict[str, Any]:
+    """The GigaChat v1 chat request for an OpenAI request (function schemas are sent verbatim)."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("'messages' must be a non-empty list", param="messages")
     chat: dict[str, Any] = {"model": upstream_model, "messages": build_messages(messages)}
+    if stream:
+        chat["stream"] = True
 
     temperature = _number(body, "temperature")
     if temperature is not None:
@@ -106,13 +119,11 @@ def build_chat(body: dict[str, Any], upstream_model: str) -> dict[str, Any]:
         value = _number(body, name)
         if value is not None:
             chat[name] = value
-    max_tokens = body.get("max_completion_tokens")
-    if max_tokens is None:
-        max_tokens = body.get("max_tokens")
-    if max_tokens is not None:
-        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+    budget = max_tokens(body)
+    if budget is not None:
+        if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
             raise InvalidRequest("'max_tokens' must be a positive integer", param="max_tokens")
-        chat["max_tokens"] = max_tokens
+        chat["max_tokens"] = budget
     n = body.get("n")
     if isinstance(n, int) and not isinstance(n, bool) and n > 1:
         chat["n"] = n
@@ -125,7 +136,7 @@ def build_chat(body: dict[str, Any], upstream_model: str) -> dict[str, Any]:
 
     functions = build_functions(body)
     if functions:
-        chat["additional_fields"] = {"functions": functions}
+        chat["functions"] = functions
         choice = body.get("tool_choice", body.get("function_call"))
         chat["function_call"] = function_call_for(choice, functions)
     return chat
@@ -226,8 +237,9 @@ def function_call_for(choice: Any, functions: list[dict[str, Any]]) -> str | dic
     if choice == "required":
         return {"name": functions[0]["name"]} if len(functions) == 1 else "auto"
     if isinstance(choice, dict):
-        name = (choice.get("function") or {}).get("name") if "function" in choice else choice.get("name")
-        if name:
+        function = choice.get("function", choice)
+        name = function.get("name") if isinstance(function, dict) else None
+        if isinstance(name, str) and name:
             if not any(f["name"] == name for f in functions):
                 raise InvalidRequest(f"tool_choice names an unknown function {name!r}", param="tool_choice")
             return {"name": str(name)}
@@ -259,8 +271,8 @@ def _arguments(value: Any, index: int) -> dict[str, Any]:
     if isinstance(value, dict):
         return value
     try:
-        parsed = json.loads(value) if isinstance(value, str) else None
-    except ValueError:
+        parsed = orjson.loads(value) if isinstance(value, str) else None
+    except orjson.JSONDecodeError:  # also for nesting too deep to parse
         parsed = None
     if not isinstance(parsed, dict):
         raise InvalidRequest(
@@ -272,12 +284,12 @@ def _arguments(value: Any, index: int) -> dict[str, Any]:
 def _function_result(text: str) -> str:
     """GigaChat wants a function result as a serialised JSON object: wrap anything else."""
     try:
-        parsed = json.loads(text)
-    except ValueError:
-        return json.dumps({"result": text}, ensure_ascii=False)
+        parsed = orjson.loads(text)
+    except orjson.JSONDecodeError:  # not JSON (or nested too deep to parse): a text result
+        parsed = text
     if isinstance(parsed, dict):
         return text
-    return json.dumps({"result": parsed}, ensure_ascii=False)
+    return orjson.dumps({"result": parsed}).decode()
 
 
 def _text(content: Any, index: int) -> str:
@@ -328,475 +340,321 @@ def _response_format(value: Any) -> dict[str, Any] | None:
 # --- GigaChat answer -> OpenAI ------------------------------------------------------------------
 
 
-def new_id(prefix: str = "chatcmpl-") -> str:
-    return prefix + uuid.uuid4().hex
+def optional_count(value: Any, what: str) -> int | None:
+    """An optional integer field (an index, a timestamp): None when absent."""
+    return None if value is None else expect(value, int, what)
 
 
-def map_finish_reason(reason: str | None, model_name: str) -> str | None:
+def map_finish_reason(reason: Any, model_name: str) -> str | None:
     if reason is None:
         return None
-    if reason == "error":
+    if expect(reason, str, "finish_reason") == "error":
         raise UpstreamError(f"Upstream for model {model_name} failed while generating the answer")
     return FINISH_REASONS.get(reason, "stop")
 
 
-def map_usage(usage: Any) -> dict[str, Any] | None:
-    if not isinstance(usage, dict):
+def map_usage(counts: Any) -> dict[str, Any] | None:
+    """GigaChat usage (`precached_prompt_tokens` are the cached ones) -> OpenAI usage."""
+    if counts is None:
         return None
-    out = {
-        "prompt_tokens": int(usage.get("prompt_tokens") or 0),
-        "completion_tokens": int(usage.get("completion_tokens") or 0),
-        "total_tokens": int(usage.get("total_tokens") or 0),
-    }
-    cached = usage.get("precached_prompt_tokens")
-    if isinstance(cached, int):
-        out["prompt_tokens_details"] = {"cached_tokens": cached}
-    return out
+    expect(counts, dict, "usage")
+    return usage(
+        counts.get("prompt_tokens"),
+        counts.get("completion_tokens"),
+        cached=counts.get("precached_prompt_tokens"),
+        total=counts.get("total_tokens"),
+    )
 
 
-def tool_call(function_call: dict[str, Any], state_id: str | None) -> dict[str, Any]:
-    """GigaChat `function_call` (arguments object) -> one OpenAI tool call (arguments string)."""
-    arguments = function_call.get("arguments")
-    return {
-        "id": state_id or new_id("call_"),
-        "type": "function",
-        "function": {
-            "name": function_call.get("name") or "",
-            "arguments": json.dumps(arguments if arguments is not None else {}, ensure_ascii=False),
-        },
-    }
+def function_call(message: dict[str, Any]) -> dict[str, Any] | None:
+    """A message's one `function_call` (arguments object) -> an OpenAI tool call whose id is GigaChat's
+    `functions_state_id`, which the next turn echoes back."""
+    call = message.get("function_call")
+    if call is None:
+        return None
+    expect(call, dict, "function_call")
+    arguments = call.get("arguments")
+    if arguments is not None:
+        expect(arguments, (dict, str), "function_call.arguments")
+    name = expect(call.get("name"), str, "function_call.name")
+    return tool_call(name, arguments, message.get("functions_state_id"))
+
+
+def check_failure(data: dict[str, Any], model_name: str) -> None:
+    """GigaChat's error body (`{"status": ..., "message": ...}`) inside a 200 raises as that error."""
+    if "choices" not in data and "message" in data:
+        raise answer_error({"code": data.get("status"), "message": data["message"]}, model_name)
 
 
 def parse_completion(data: Any, model_name: str) -> dict[str, Any]:
-    """A GigaChat v1 answer (JSON shape) -> an OpenAI chat.completion."""
-    choices_in = data.get("choices") if isinstance(data, dict) else None
-    if not isinstance(choices_in, list) or not choices_in:
-        raise UpstreamError(f"Upstream for model {model_name} sent an answer without choices")
-    choices = []
-    for position, choice in enumerate(choices_in):
-        message = choice.get("message") or {}
-        out: dict[str, Any] = {"role": "assistant", "content": message.get("content") or ""}
-        function_call = message.get("function_call")
-        if isinstance(function_call, dict):
-            out["content"] = message.get("content") or None
-            out["tool_calls"] = [tool_call(function_call, message.get("functions_state_id"))]
-        if message.get("reasoning_content"):
-            out["reasoning_content"] = message["reasoning_content"]
-        choices.append(
-            {
-                "index": choice.get("index", position),
-                "message": out,
-                "finish_reason": map_finish_reason(choice.get("finish_reason"), model_name) or "stop",
-                "logprobs": None,
-            }
-        )
-    answer: dict[str, Any] = {
-        "id": new_id(),
-        "object": "chat.completion",
-        "created": int(data.get("created") or time.time()),
-        "model": data.get("model") or "",
-        "choices": choices,
-    }
-    usage = map_usage(data.get("usage"))
-    if usage is not None:
-        answer["usage"] = usage
-    return answer
-
-
-def stream_chunk(
-    chunk: dict[str, Any], stream_id: str, started: set[int], model_name: str
-) -> dict[str, Any] | None:
-    """One GigaChat stream chunk -> an OpenAI chunk (None when nothing in it is for the client).
-
-    `started` holds the choice indexes that already got their `role: assistant` delta. Built-in tools'
-    `function_in_progress` progress texts are not passed on.
-    """
-    choices = []
-    for choice in chunk.get("choices") or ():
-        index = choice.get("index", 0)
-        delta = choice.get("delta") or {}
-        finish = map_finish_reason(choice.get("finish_reason"), model_name)
-        role = delta.get("role")
-        out: dict[str, Any] = {}
-        if role in (None, "assistant"):
-            function_call = delta.get("function_call")
-            content = delta.get("content")
-            if index not in started:
-                started.add(index)
-                out["role"] = "assistant"
-                if not isinstance(function_call, dict):
-                    out["content"] = content or ""
-            if content and "content" not in out:
-                out["content"] = content
-            if delta.get("reasoning_content"):
-                out["reasoning_content"] = delta["reasoning_content"]
-            if isinstance(function_call, dict):
-                call = tool_call(function_call, delta.get("functions_state_id"))
-                out["tool_calls"] = [{"index": 0, **call}]
-        if not out and finish is None:
-            continue
-        choices.append({"index": index, "delta": out, "finish_reason": finish, "logprobs": None})
+    """A GigaChat v1 answer -> an OpenAI chat.completion (MalformedAnswer on a bad shape)."""
+    check_failure(expect(data, dict, "answer"), model_name)
+    choices = expect(data.get("choices"), list, "choices")
     if not choices:
+        raise MalformedAnswer("the answer has no choices")
+    answer = Answer(model=model_name, created=optional_count(data.get("created"), "created"))
+    for position, choice in enumerate(choices):
+        expect(choice, dict, "choice")
+        message = expect(choice.get("message"), dict, "message")
+        output = answer.choice(position if choice.get("index") is None else choice["index"])
+        output.add_text(message.get("content"))
+        output.add_reasoning(message.get("reasoning_content"))
+        call = function_call(message)
+        if call is not None:
+            output.add_tool_call(call)
+        output.finish_reason = map_finish_reason(choice.get("finish_reason"), model_name)
+    answer.usage = map_usage(data.get("usage"))
+    return answer.body()
+
+
+def parse_chunks(events: Iterable[SSEEvent], model_name: str) -> Iterator[dict[str, Any]]:
+    """GigaChat's `data:` events -> OpenAI chunks, ending with the usage chunk (sent with the last
+    data event). Built-in tools' `function_in_progress` progress texts are not passed on."""
+    writer = ChunkWriter(model=model_name)
+    counts = None
+    for event in events:
+        if event.data == b"[DONE]":
+            break
+        data = expect(orjson.loads(event.data), dict, "event")
+        check_failure(data, model_name)
+        counts = map_usage(data.get("usage")) or counts
+        choices = [
+            _stream_choice(writer, c, model_name) for c in expect(data.get("choices"), list, "choices")
+        ]
+        choices = [c for c in choices if c is not None]
+        if choices:
+            yield writer.chunk(choices)
+    if not writer.complete:
+        raise incomplete_stream(model_name)
+    if counts is not None:
+        yield writer.usage(counts)
+
+
+def _stream_choice(writer: ChunkWriter, choice: Any, model_name: str) -> dict[str, Any] | None:
+    """One choice of a GigaChat stream chunk -> an OpenAI chunk choice (None: nothing for the client)."""
+    expect(choice, dict, "choice")
+    index = optional_count(choice.get("index"), "choice index") or 0
+    delta = {} if choice.get("delta") is None else expect(choice["delta"], dict, "delta")
+    finish = map_finish_reason(choice.get("finish_reason"), model_name)
+    out: dict[str, Any] = {}
+    if optional_text(delta.get("role"), "role") in ("", "assistant"):
+        call = function_call(delta)
+        content = optional_text(delta.get("content"), "content")
+        if content or (call is None and index not in writer.started):
+            out["content"] = content
+        reasoning = optional_text(delta.get("reasoning_content"), "reasoning_content")
+        if reasoning:
+            out["reasoning_content"] = reasoning
+        if call is not None:
+            out["tool_calls"] = [{"index": 0, **call}]
+    if not out and finish is None:
         return None
-    return {
-        "id": stream_id,
-        "object": "chat.completion.chunk",
-        "created": int(chunk.get("created") or time.time()),
-        "model": chunk.get("model") or "",
-        "choices": choices,
-    }
+    return writer.choice(out, finish, index)
 
 
-def translate_stream(chunks: Iterable[dict[str, Any]], model_name: str) -> Iterator[dict[str, Any]]:
-    """GigaChat stream chunks (JSON shape) -> OpenAI chunks, ending with a usage chunk.
+def parse_token(data: Any) -> tuple[str, float]:
+    """GigaChat's OAuth answer `{"access_token", "expires_at"}` -> (token, expiry as Unix seconds).
 
-    The SDK swallows `data: [DONE]`, so the end marker is a finish_reason: a stream that ends without
-    one raises UpstreamError.
-    """
-    stream_id = new_id()
-    started: set[int] = set()
-    finished = False
-    usage = None
-    created, model = 0, ""
-    for chunk in chunks:
-        created, model = chunk.get("created") or created, chunk.get("model") or model
-        if chunk.get("usage"):
-            usage = map_usage(chunk["usage"])
-        out = stream_chunk(chunk, stream_id, started, model_name)
-        if out is None:
-            continue
-        if any(c["finish_reason"] for c in out["choices"]):
-            finished = True
-        yield out
-    if not finished:
-        raise UpstreamError(f"Upstream stream for model {model_name} ended before it was complete")
-    if usage is not None:
-        yield {
-            "id": stream_id,
-            "object": "chat.completion.chunk",
-            "created": int(created or time.time()),
-            "model": model,
-            "choices": [],
-            "usage": usage,
-        }
+    `expires_at` is in milliseconds; a value too small for that is read as seconds."""
+    expect(data, dict, "OAuth answer")
+    token = expect(data.get("access_token"), str, "access_token")
+    expires_at = expect(data.get("expires_at"), (int, float), "expires_at")
+    if not token:
+        raise MalformedAnswer("the OAuth answer has no token")
+    return token, expires_at / 1000.0 if expires_at > 1e11 else float(expires_at)
 
 
-# --- errors -------------------------------------------------------------------------------------
+# --- OAuth token and transport ------------------------------------------------------------------
 
 
-def error_message(content: bytes | None) -> str:
-    """`message` of GigaChat's `{"status"|"code": ..., "message": ...}` error bodies."""
-    if not content:
-        return ""
-    try:
-        data = json.loads(content)
-    except ValueError:
-        return content[:300].decode("utf-8", "replace").strip()
-    if isinstance(data, dict) and data.get("message"):
-        return str(data["message"])
-    return ""
+class AccessToken:
+    """One OAuth access token shared by every thread: fetched once however many threads ask, replaced
+    `refresh_ahead` seconds before it expires, and dropped after a 401 only if it is still the one
+    the rejected request sent (so a burst of 401s causes one new token, not one per request).
 
+    When a fetch fails, a token that has not expired yet goes on serving; otherwise the threads that
+    waited meanwhile get that failure instead of trying again one after the other (an OAuth outage
+    costs a burst one timeout, not one per thread)."""
 
-def map_error(
-    exc: BaseException, model_name: str, auth_url: str = "", secrets: Iterable[str] = ()
-) -> ProxyError:
-    """An SDK / httpx / parsing exception -> our error, its text free of URLs and credentials."""
-    if isinstance(exc, ProxyError):
-        return exc
-    if isinstance(exc, ResponseError):
-        status = exc.status_code
-        message = _redact(error_message(exc.content), secrets)
-        headers: Mapping[str, str] = exc.headers if exc.headers is not None else {}
-        if auth_url and _same_url(exc.url, auth_url) and status != 429 and status < 500:
-            log.warning(
-                "GigaChat OAuth refused model %s's credentials: HTTP %s %s", model_name, status, message
-            )
-            refused = UpstreamAuthError(f"The proxy's credentials for model {model_name} were rejected")
-            refused.cooldown = Cooldown(AUTH, None, f"GigaChat OAuth {status}: credentials rejected")
-            return refused
-        if status == 402:
-            spent = RateLimited(f"Model {model_name} has used up its token package upstream")
-            spent.cooldown = Cooldown(CREDIT, None, "upstream 402: the token package is used up")
-            return spent
-        if status == 404:
-            return UpstreamError(
-                f"Upstream for model {model_name} does not know it: {message or 'not found'}"
-            )
-        if status == 429:
-            return RateLimited(
-                f"Model {model_name} is rate limited upstream" + (f": {message}" if message else ""),
-                retry_after=retry_after_seconds(headers),
-            )
-        if status in (401, 403):
-            log.warning("GigaChat rejected the token of model %s: HTTP %s %s", model_name, status, message)
-        if status == 403:  # the token is good (401 otherwise) but its scope does not cover this model
-            denied = Cooldown(UNAVAILABLE, None, "upstream 403: this key's scope does not cover the model")
-            return error_for_status(status, message, model_name, headers, cooldown=denied)
-        return error_for_status(status, message, model_name, headers)
-    if isinstance(exc, httpx.TimeoutException):
-        return UpstreamTimeout(f"Upstream for model {model_name} timed out")
-    if isinstance(exc, httpx.HTTPError | httpx.StreamError | OSError):
-        return UpstreamError(f"Could not talk to the upstream of model {model_name}")
-    if isinstance(exc, pydantic.ValidationError | ValueError):
-        return UpstreamError(f"Upstream for model {model_name} sent an unreadable answer")
-    if isinstance(exc, GigaChatException):
-        return UpstreamError(f"Upstream for model {model_name} failed")
-    return UpstreamError(f"Upstream for model {model_name} failed unexpectedly")
-
-
-def _same_url(got: Any, expected: str) -> bool:
-    try:
-        return httpx.URL(str(got)).copy_with(query=None, fragment=None) == httpx.URL(expected)
-    except (httpx.InvalidURL, TypeError, ValueError):
-        return False
-
-
-def _redact(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        if secret and secret in text:
-            text = text.replace(secret, "***")
-    return text
-
-
-UPSTREAM_ERRORS = (
-    GigaChatException,
-    httpx.HTTPError,
-    httpx.StreamError,
-    pydantic.ValidationError,
-    ValueError,
-    OSError,
-)
-
-
-# --- transport: the SDK on our own httpx clients ------------------------------------------------
-
-
-class _SharedClient(GigaChatSyncClient):
-    """The SDK's sync client, used by every thread, with two changes.
-
-    - It runs on httpx clients we build (connect/read/stream-idle timeouts, TLS, proxy, hooks).
-    - A 401 resets the cached token only if it is still the token this thread sent: the SDK's own
-      reset is unlocked and unconditional, so N threads failing together would wipe each other's fresh
-      tokens (N OAuth calls) and could read a token half-reset.
-    """
-
-    def __init__(self, *, api: httpx.Client, auth: httpx.Client, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._client_instance = api
-        self._auth_client_instance = auth
-        self._sent = threading.local()
-
-    @property
-    def token(self) -> str | None:
-        current = self._access_token  # read once: another thread may reset it
-        value = current.access_token if current is not None else None
-        self._sent.token = value
-        return value
-
-    def _reset_token(self) -> None:
-        with self._sync_token_lock:
-            current = self._access_token
-            if current is not None and current.access_token == getattr(self._sent, "token", None):
-                self._access_token = None
-
-
-class _Guard(httpx.SyncByteStream):
-    """Wraps a streamed response body so another thread can abort a blocked read safely.
-
-    `abort` shuts the socket down (which wakes a `recv` blocked in another thread) unless the body
-    was already closed — after which the connection may be back in the pool serving someone else.
-    """
-
-    def __init__(self, inner: httpx.SyncByteStream, response: httpx.Response) -> None:
-        self._inner = inner
-        self._response = response
+    def __init__(
+        self,
+        fetch: Callable[[], tuple[str, float]],
+        clock: Callable[[], float] = time.time,
+        refresh_ahead: float = REFRESH_AHEAD,
+    ) -> None:
+        self._fetch = fetch
+        self._clock = clock
+        self._refresh_ahead = refresh_ahead
         self._lock = threading.Lock()
-        self._closed = False
+        self._current: tuple[str, float] | None = None  # (token, expiry), swapped whole
+        self._attempts = 0  # fetches tried so far
+        self._failure: ProxyError | None = None  # how the last one failed, if it did
+        self.recent: tuple[str, ...] = ()  # the current and the previous token, for redaction
 
-    def __iter__(self) -> Iterator[bytes]:
-        yield from self._inner
+    def _usable(self, ahead: float | None = None) -> str | None:
+        """The current token if it is good for `ahead` more seconds (default: the refresh margin)."""
+        current = self._current
+        margin = self._refresh_ahead if ahead is None else ahead
+        if current is not None and current[1] - margin > self._clock():
+            return current[0]
+        return None
 
-    def close(self) -> None:
+    def get(self) -> str:
+        attempts = self._attempts
+        token = self._usable()  # the common case takes no lock
+        if token is not None:
+            return token
         with self._lock:
-            self._closed = True
-        self._inner.close()
+            token = self._usable()
+            if token is not None:
+                return token
+            if self._failure is not None and self._attempts != attempts:  # failed while we waited
+                token = self._usable(ahead=0.0)
+                if token is None:
+                    raise copy.copy(self._failure) from None
+                return token
+            self._attempts += 1
+            try:
+                self._current = self._fetch()
+            except ProxyError as exc:
+                self._failure = exc
+                token = self._usable(ahead=0.0)  # not expired yet: it still serves
+                if token is None:
+                    raise
+                return token
+            self._failure = None
+            token = self._current[0]
+            self.recent = (token, *self.recent[:1])
+            return token
 
-    def abort(self) -> None:
+    def reject(self, token: str) -> None:
+        """The upstream refused `token`: the next `get` fetches a new one, unless one already did."""
         with self._lock:
-            if self._closed:
-                return
-            network = self._response.extensions.get("network_stream")
-            sock = network.get_extra_info("socket") if network is not None else None
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+            if self._current is not None and self._current[0] == token:
+                self._current = None
 
 
-class _Call:
-    """What one call saw on the wire (set for the calling thread while the SDK runs)."""
-
-    __slots__ = ("aborted", "guard", "response", "streaming")
-
-    def __init__(self, streaming: bool) -> None:
-        self.streaming = streaming
-        self.response: httpx.Response | None = None
-        self.guard: _Guard | None = None
-        self.aborted = False
-
-    def seen(self, response: httpx.Response) -> None:
-        self.response = response
-        if self.streaming:
-            self.guard = _Guard(response.stream, response)  # type: ignore[arg-type]
-            response.stream = self.guard
-
-    def abort(self) -> None:
-        self.aborted = True
-        if self.guard is not None:
-            self.guard.abort()
-
-
-def _verify(model: ModelConfig, http: HttpConfig) -> Any:
-    """httpx `verify`: the model's verify_ssl_certs (False or a CA bundle), else the global setting."""
-    verify: bool | str = model.verify_ssl_certs
-    if verify is True:
-        verify = http.verify
-    if isinstance(verify, str):
-        return ssl.create_default_context(cafile=verify)
-    return bool(verify)
-
-
-class GigaChat(Provider):
-    """One configured GigaChat model: an SDK client created at start and shared by all threads."""
+class GigaChat(HttpProvider):
+    """One configured GigaChat model; its access token is shared by every thread."""
 
     def __init__(self, model: ModelConfig, sessions: SessionPool, http: HttpConfig) -> None:
         super().__init__(model, sessions, http)
-        self._local = threading.local()
-        plain = httpx.Timeout(http.read_timeout, connect=http.connect_timeout)
-        streaming = httpx.Timeout(http.stream_idle_timeout, connect=http.connect_timeout)
-        self._timeouts = (plain.as_dict(), streaming.as_dict())
-        common: dict[str, Any] = {
-            "verify": _verify(model, http),
-            "proxy": http.proxy or None,
-            "limits": httpx.Limits(max_connections=None, max_keepalive_connections=http.pool_maxsize),
-        }
-        api = httpx.Client(
-            base_url=model.url.rstrip("/"),
-            timeout=plain,
-            headers=dict(model.headers),
-            event_hooks={"request": [self._on_request], "response": [self._on_response]},
-            **common,
-        )
-        auth = httpx.Client(timeout=plain, **common)
+        verify = model.verify_ssl_certs
+        self.transport = sessions.transport(model.provider, None if verify is True else verify)
+        self.url = model.url.rstrip("/") + "/chat/completions"
         self.auth_url = model.auth_url or AUTH_URL
-        self._secrets = tuple(s for s in {model.token, sdk_credentials(model.token)} if s)
-        self._sdk = _SharedClient(
-            api=api,
-            auth=auth,
-            base_url=model.url.rstrip("/"),
-            auth_url=self.auth_url,
-            credentials=sdk_credentials(model.token),
-            scope=model.scope or DEFAULT_SCOPE,
-            model=model.upstream_model,
-            timeout=http.read_timeout,
-            max_retries=0,  # the router retries and falls back
-            # explicit empties, so stray GIGACHAT_* environment variables cannot change the auth mode
-            access_token="",
-            user="",
-            password="",
-        )
+        self.scope = model.scope or DEFAULT_SCOPE
+        self._key = authorization_key(model.token)
+        keys = model.keys or (model.token,)  # every key of a pool is a credential to hide
+        self._credentials = tuple({form for key in keys for form in (key, authorization_key(key))})
+        self.token = AccessToken(self.fetch_token)
+        self._headers = {"Content-Type": "application/json", "Accept": "application/json", **model.headers}
+        self._stream_headers = {**self._headers, "Accept": "text/event-stream", "Cache-Control": "no-store"}
 
-    # --- httpx hooks (run in the calling thread) ----------------------------------------------
-    def _on_request(self, request: httpx.Request) -> None:
-        streaming = EVENT_STREAM in request.headers.get("accept", "")
-        request.extensions["timeout"] = self._timeouts[1 if streaming else 0]
+    def secrets(self) -> tuple[str, ...]:
+        """What must never appear in an error or a log line: credentials and recent access tokens."""
+        return (*self._credentials, *self.token.recent)
 
-    def _on_response(self, response: httpx.Response) -> None:
-        call: _Call | None = getattr(self._local, "call", None)
-        if call is not None:
-            call.seen(response)
+    def _redacted(self, exc: ProxyError) -> ProxyError:
+        exc.message = redact(exc.message, self.secrets())
+        exc.args = (exc.message,)
+        return exc
 
-    # --- Provider -----------------------------------------------------------------------------
-    def _chat(self, body: dict[str, Any]) -> Chat:
-        payload = build_chat(body, self.model.upstream_model)
+    # --- OAuth ----------------------------------------------------------------------------------
+    def fetch_token(self) -> tuple[str, float]:
+        """A new access token from the OAuth endpoint: (token, expiry as Unix seconds)."""
+        form = urlencode({"scope": self.scope}).encode()
+        headers = {
+            "Authorization": f"Basic {self._key}",
+            "RqUID": str(uuid.uuid4()),
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Accept": "application/json",
+        }
+        response = super()._post(UpstreamRequest(self.auth_url, form, headers), stream=False)
+        status, name = response.status_code, self.model.name
+        if status >= 400:
+            message = redact(openai_error_message(response.error_body(MAX_ERROR_BODY)), self.secrets())
+            if status != 429 and status < 500:
+                log.warning("GigaChat OAuth refused the credentials of %s: HTTP %s %s", name, status, message)
+                refused = UpstreamAuthError(f"The proxy's credentials for model {name} were rejected")
+                refused.cooldown = Cooldown(AUTH, None, f"GigaChat OAuth {status}: credentials rejected")
+                raise refused
+            raise error_for_status(status, message, name, response.headers)
         try:
-            return Chat.model_validate(payload)
-        except pydantic.ValidationError as exc:
-            where = ".".join(str(p) for p in exc.errors()[0]["loc"]) if exc.errors() else ""
-            raise InvalidRequest(
-                f"Request not expressible for GigaChat ({where})", param="messages"
-            ) from None
+            return parse_token(orjson.loads(response.read()))
+        except TRANSLATION_ERRORS as exc:
+            raise malformed(name, cause=exc) from None
 
-    def _error(self, exc: BaseException) -> ProxyError:
-        return map_error(exc, self.model.name, self.auth_url, self._secrets)
+    # --- HttpProvider hooks ---------------------------------------------------------------------
+    def build_request(self, body: dict[str, Any], stream: bool) -> UpstreamRequest:
+        payload = orjson.dumps(build_payload(body, self.model.upstream_model, stream))
+        headers = self._stream_headers if stream else self._headers
+        return UpstreamRequest(self.url, payload, {**headers, "Authorization": f"Bearer {self.token.get()}"})
 
+    def _post(self, request: UpstreamRequest, *, stream: bool) -> Any:
+        """POST; after a 401, retry once with a new token (GigaChat's tokens live 30 minutes)."""
+        response = super()._post(request, stream=stream)
+        if response.status_code != 401:
+            return response
+        response.close()
+        self.token.reject(request.headers["Authorization"].removeprefix("Bearer "))
+        log.info("GigaChat rejected the access token of model %s: fetching a new one", self.model.name)
+        retry = {**request.headers, "Authorization": f"Bearer {self.token.get()}"}
+        return super()._post(UpstreamRequest(request.url, request.payload, retry), stream=stream)
+
+    def parse_response(self, data: Any) -> dict[str, Any]:
+        return parse_completion(data, self.model.name)
+
+    def parse_stream(self, events: Iterable[SSEEvent]) -> Iterator[dict[str, Any]]:
+        return parse_chunks(events, self.model.name)
+
+    def parse_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> ProxyError:
+        message = redact(openai_error_message(body), self.secrets())
+        name = self.model.name
+        if status in (401, 403):
+            log.warning("GigaChat rejected the token of model %s: HTTP %s %s", name, status, message)
+        if status == 402:
+            spent = RateLimited(f"Model {name} has used up its token package upstream")
+            spent.cooldown = Cooldown(CREDIT, None, "upstream 402: the token package is used up")
+            return spent
+        if status == 403:  # the token is good (401 otherwise) but its scope does not cover this model
+            denied = Cooldown(UNAVAILABLE, None, "upstream 403: this key's scope does not cover the model")
+            return error_for_status(status, message, name, headers, cooldown=denied)
+        if status == 404:
+            return UpstreamError(f"Upstream for model {name} does not know it: {message or 'not found'}")
+        return error_for_status(status, message, name, headers)
+
+    # --- Provider: every error that leaves is redacted ------------------------------------------
     def complete(self, body: dict[str, Any]) -> Completion:
-        chat = self._chat(body)
-        call = self._local.call = _Call(streaming=False)
         try:
-            answer = self._sdk.chat(chat)
-        except UPSTREAM_ERRORS as exc:
-            raise self._error(exc) from None
-        finally:
-            self._local.call = None
-        data = answer.model_dump(**_DUMP)
-        headers = call.response.headers if call.response is not None else {}
-        return Completion(parse_completion(data, self.model.name), headers)
+            return super().complete(body)
+        except ProxyError as exc:
+            raise self._redacted(exc) from None
 
     def stream(self, body: dict[str, Any]) -> ChunkStream:
-        """Opens the stream and reads up to its first chunk, so that auth, HTTP and connection errors
-        raise here (the SDK checks the status inside its generator)."""
-        chat = self._chat(body)
-        call = self._local.call = _Call(streaming=True)
-        upstream = self._sdk.stream(chat)
         try:
-            first = next(upstream)
-        except StopIteration:
-            raise UpstreamError(
-                f"Upstream stream for model {self.model.name} ended before it began"
-            ) from None
-        except UPSTREAM_ERRORS as exc:
-            upstream.close()
-            raise self._error(exc) from None
-        finally:
-            self._local.call = None
-        chunks = self._relay(chain((first,), upstream), upstream, call)
-        headers = call.response.headers if call.response is not None else {}
-        return ChunkStream(chunks, headers, lambda: self._close_stream(chunks, call))
+            opened = super().stream(body)
+        except ProxyError as exc:
+            raise self._redacted(exc) from None
+        return ChunkStream(self._redacting(iter(opened)), opened.headers, opened.close)
 
-    def _relay(self, raw: Iterator[Any], upstream: Iterator[Any], call: _Call) -> Iterator[dict[str, Any]]:
+    def _redacting(self, chunks: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         try:
-            yield from translate_stream((c.model_dump(**_DUMP) for c in raw), self.model.name)
-        except Exception as exc:
-            if call.aborted:  # closed by the client: the read we broke off is no error
-                return
-            if isinstance(exc, UPSTREAM_ERRORS):
-                raise self._error(exc) from None
-            raise
-        finally:
-            upstream.close()  # type: ignore[attr-defined]
-
-    @staticmethod
-    def _close_stream(chunks: Iterator[dict[str, Any]], call: _Call) -> None:
-        """Close from the consuming thread, or abort a read blocked in another thread."""
-        try:
-            chunks.close()  # type: ignore[attr-defined]
-        except ValueError:  # "generator already executing": another thread is reading it
-            call.abort()
-
-    def close(self) -> None:
-        self._sdk.close()
+            yield from chunks
+        except ProxyError as exc:
+            raise self._redacted(exc) from None
 
 
 __all__ = [
+    "AccessToken",
     "GigaChat",
-    "build_chat",
+    "authorization_key",
     "build_functions",
     "build_messages",
+    "build_payload",
     "function_call_for",
-    "map_error",
     "map_usage",
+    "parse_chunks",
     "parse_completion",
-    "sdk_credentials",
-    "stream_chunk",
-    "translate_stream",
+    "parse_token",
 ]

@@ -40,7 +40,7 @@ import urllib3.exceptions
 
 from app.config import HttpConfig, ModelConfig
 from app.errors import InvalidRequest, ProxyError, UpstreamBadRequest, UpstreamError, UpstreamTimeout
-from app.http import SessionPool, send
+from app.http import SessionPool
 from app.providers import CLOUDFLARE_IMAGES, OPENAI_IMAGES, RAW_IMAGES, cloudflare, image_shape
 from app.providers.base import (
     MAX_ERROR_BODY,
@@ -288,7 +288,8 @@ class ImageProvider(Provider):
 
     def __init__(self, model: ModelConfig, sessions: SessionPool, http: HttpConfig) -> None:
         super().__init__(model, sessions, http)
-        self.session: requests.Session = sessions.get(model.provider)
+        self.transport = sessions.transport(model.provider)
+        self.session: requests.Session = self.transport.session
         self.shape = image_shape(model.provider, model.url)
         self.url = endpoint_url(model, self.shape)
         self._headers, _ = bearer_headers(model)
@@ -358,14 +359,8 @@ class ImageProvider(Provider):
 
     # --- transport ---------------------------------------------------------------------------
     def _post(self, payload: bytes, cap: int) -> tuple[bytes, Mapping[str, str]]:
-        response = send(
-            self.session,
-            self.url,
-            data=payload,
-            headers=self._headers,
-            timeout=self._timeout,
-            stream=True,
-            model_name=self.model.name,
+        response = self.transport.post(
+            self.url, data=payload, headers=self._headers, stream=False, model_name=self.model.name
         )
         with response:
             if response.status_code >= 400:

@@ -1,10 +1,11 @@
-"""A fake Sber GigaChat: OAuth (`/api/v2/oauth`) and the v1 chat API, speaking the shapes recorded in
-/work/shared/provider-formats/07-gigachat.md, so the REAL `gigachat` SDK can talk to it over HTTP.
+"""A fake Sber GigaChat: OAuth (`/api/v2/oauth`) and the v1 chat API over HTTP, speaking the shapes
+recorded in /work/shared/provider-formats/07-gigachat.md (the official `gigachat` SDK talks to it too).
 
     with FakeGigaChat() as fake:
         model = fake.model_config()            # url/auth_url point here, token "cid:secret"
         fake.push("chat", fake.answer(fake.completion(function_call={...})))
         fake.revoke()                          # the current token now gets 401 "Token has expired"
+        fake.push("chat", fake.echoing_error(400))  # an error that repeats the credential it was sent
         fake.oauth_requests, fake.chat_requests
 
 OAuth checks Basic credentials, the RqUID header and the scope, and issues `tok-N-...` tokens with
@@ -20,6 +21,7 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from app.config import ModelConfig
@@ -187,9 +189,31 @@ class FakeGigaChat(FakeServer):
         )
 
     @staticmethod
-    def error(status: int, message: str, headers: dict[str, str] | None = None) -> Behavior:
+    def error(status: int, message: str, headers: dict[str, str] | None = None, **kw: Any) -> Behavior:
         """An API error body: {"status": ..., "message": ...}."""
-        return FakeGigaChat.answer({"status": status, "message": message}, status=status, headers=headers)
+        body = {"status": status, "message": message}
+        return FakeGigaChat.answer(body, status=status, headers=headers, **kw)
+
+    @classmethod
+    def echoing_error(cls, status: int) -> Callable[[Recorded], Behavior]:
+        """An error whose message repeats the request's credential, bare and as its header, as a
+        careless upstream might (the OAuth route's Basic key or the chat route's access token)."""
+
+        def respond(req: Recorded) -> Behavior:
+            header = req.headers.get("Authorization", "")
+            return cls.error(status, f"rejected {header.partition(' ')[2]} (Authorization: {header})")
+
+        return respond
+
+    def echoing_stream_failure(self) -> Callable[[Recorded], Behavior]:
+        """A stream that starts, then reports an error event repeating the access token."""
+
+        def respond(req: Recorded) -> Behavior:
+            token = req.headers.get("Authorization", "").partition(" ")[2]
+            first = self.stream_events(["a"], done=False)[0]
+            return self.sse([first, _data({"status": 500, "message": f"session of {token} lost"})])
+
+        return respond
 
     def sse(self, events: list[bytes], **kw: Any) -> Behavior:
         kw.setdefault("chunk_delay", self.chunk_delay)

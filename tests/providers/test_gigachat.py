@@ -4,39 +4,30 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import pytest
-from gigachat.exceptions import (
-    AuthenticationError,
-    BadRequestError,
-    NotFoundError,
-    RateLimitError,
-    ResponseError,
-    ServerError,
-    UnprocessableEntityError,
-)
-from gigachat.models.chat import Chat, ChatCompletion, ChatCompletionChunk
 
 from app.errors import (
     InvalidRequest,
-    RateLimited,
-    UpstreamAuthError,
-    UpstreamBadRequest,
+    ProxyError,
     UpstreamError,
-    UpstreamTimeout,
 )
 from app.providers.gigachat import (
-    build_chat,
+    AccessToken,
+    authorization_key,
     build_messages,
+    build_payload,
     function_call_for,
-    map_error,
     map_usage,
+    parse_chunks,
     parse_completion,
-    sdk_credentials,
-    stream_chunk,
-    translate_stream,
+    parse_token,
 )
+from app.providers.shape import TRANSLATION_ERRORS
+from app.sse import SSEEvent
 
 STATE_ID = "77d3fb14-457a-46ba-937e-8d856156d003"
 WEATHER = {
@@ -120,21 +111,22 @@ STREAM = [
 ]
 
 
-def sdk_json(chat: dict) -> dict:
-    """What the SDK puts on the wire for a payload (its own serialisation, additional_fields merged)."""
-    from gigachat.api.chat import _build_request_json
+def build_chat(body: dict, model: str) -> dict:
+    return build_payload(body, model, stream=False)
 
-    return _build_request_json(Chat.model_validate(chat), exclude_stream=True)
+
+def translate_stream(chunks: list, model_name: str) -> list[dict]:
+    return list(parse_chunks([SSEEvent("", json.dumps(c).encode()) for c in chunks], model_name))
 
 
 # --- credentials ---------------------------------------------------------------------------------
 
 
 def test_credentials_pair_is_base64_encoded_and_key_kept():
-    assert sdk_credentials("cid:secret") == base64.b64encode(b"cid:secret").decode()
+    assert authorization_key("cid:secret") == base64.b64encode(b"cid:secret").decode()
     key = base64.b64encode(b"cid:secret").decode()
-    assert sdk_credentials(key) == key
-    assert sdk_credentials(f"Basic {key}") == key
+    assert authorization_key(key) == key
+    assert authorization_key(f"Basic {key}") == key
 
 
 # --- request ------------------------------------------------------------------------------------
@@ -159,7 +151,7 @@ def test_simple_request_and_sampling_parameters():
         },
         "GigaChat-2",
     )
-    assert sdk_json(chat) == {
+    assert chat == {
         "model": "GigaChat-2",
         "messages": [
             {"role": "system", "content": "Ты — лаконичный помощник."},
@@ -243,7 +235,7 @@ def test_tools_become_functions_with_the_schema_verbatim():
     chat = build_chat(
         {"messages": [{"role": "user", "content": "Какая погода в Москве?"}], "tools": [WEATHER]}, "G"
     )
-    wire = sdk_json(chat)
+    wire = chat
     assert wire["function_call"] == "auto"
     assert wire["functions"] == [
         {
@@ -262,9 +254,7 @@ def test_tool_without_parameters_gets_an_empty_object_schema():
         },
         "G",
     )
-    assert sdk_json(chat)["functions"] == [
-        {"name": "now", "parameters": {"type": "object", "properties": {}}}
-    ]
+    assert chat["functions"] == [{"name": "now", "parameters": {"type": "object", "properties": {}}}]
 
 
 def test_legacy_functions_are_accepted():
@@ -276,7 +266,7 @@ def test_legacy_functions_are_accepted():
         },
         "G",
     )
-    assert sdk_json(chat)["function_call"] == {"name": "weather_forecast"}
+    assert chat["function_call"] == {"name": "weather_forecast"}
 
 
 def test_tool_choice_mapping():
@@ -308,7 +298,7 @@ def test_tool_round_trip_history():
                     {
                         "id": STATE_ID,
                         "type": "function",
-                        "function": {"name": "weather_forecast", "arguments": '{"location": "Москва"}'},
+                        "function": {"name": "weather_forecast", "arguments": '{"location":"Москва"}'},
                     }
                 ],
             },
@@ -325,8 +315,6 @@ def test_tool_round_trip_history():
         },
         {"role": "function", "name": "weather_forecast", "content": '{"temperature": 27}'},
     ]
-    # and the SDK model accepts it unchanged
-    assert sdk_json({"model": "G", "messages": messages})["messages"] == messages
 
 
 def test_foreign_call_ids_are_not_sent_as_state_ids_and_results_get_wrapped():
@@ -404,7 +392,7 @@ def test_json_schema_response_format():
         },
         "G",
     )
-    assert sdk_json(chat)["response_format"] == {
+    assert chat["response_format"] == {
         "type": "json_schema",
         "schema": {"type": "object"},
         "strict": True,
@@ -428,7 +416,6 @@ def test_plain_answer():
             "index": 0,
             "message": {"role": "assistant", "content": "Hello."},
             "finish_reason": "stop",
-            "logprobs": None,
         }
     ]
     assert out["usage"] == {
@@ -439,20 +426,15 @@ def test_plain_answer():
     }
 
 
-def test_answer_through_the_sdk_model_dump():
-    """The provider dumps the SDK's pydantic answer; the shape must be the documented one."""
-    dumped = ChatCompletion(**FUNCTION_ANSWER).model_dump(
-        mode="json", by_alias=True, exclude_none=True, exclude={"x_headers"}
-    )
-    out = parse_completion(dumped, "m")
-    choice = out["choices"][0]
+def test_function_call_answer():
+    choice = parse_completion(FUNCTION_ANSWER, "m")["choices"][0]
     assert choice["finish_reason"] == "tool_calls"
     assert choice["message"]["content"] is None
     assert choice["message"]["tool_calls"] == [
         {
             "id": STATE_ID,
             "type": "function",
-            "function": {"name": "weather_forecast", "arguments": '{"location": "Москва", "num_days": 0}'},
+            "function": {"name": "weather_forecast", "arguments": '{"location":"Москва","num_days":0}'},
         }
     ]
 
@@ -472,7 +454,7 @@ def test_error_finish_and_empty_answers_fail():
     data["choices"][0]["finish_reason"] = "error"
     with pytest.raises(UpstreamError):
         parse_completion(data, "m")
-    with pytest.raises(UpstreamError):
+    with pytest.raises(ValueError):
         parse_completion({"choices": []}, "m")
 
 
@@ -508,25 +490,8 @@ def test_stream_translation():
         "prompt_tokens": 18,
         "completion_tokens": 6,
         "total_tokens": 24,
-        "prompt_tokens_details": {"cached_tokens": 0},
     }
     assert "usage" not in chunks[2]
-
-
-def test_stream_through_the_sdk_model_dump():
-    dumped = [
-        ChatCompletionChunk(**c).model_dump(
-            mode="json", by_alias=True, exclude_none=True, exclude={"x_headers"}
-        )
-        for c in STREAM
-    ]
-    assert [
-        c["choices"][0]["delta"].get("content") for c in translate_stream(dumped, "m") if c["choices"]
-    ] == [
-        "GigaChat",
-        " спешит",
-        None,
-    ]
 
 
 def test_stream_function_call_arrives_whole():
@@ -557,7 +522,7 @@ def test_stream_function_call_arrives_whole():
                 "index": 0,
                 "id": STATE_ID,
                 "type": "function",
-                "function": {"name": "weather_forecast", "arguments": '{"location": "Москва"}'},
+                "function": {"name": "weather_forecast", "arguments": '{"location":"Москва"}'},
             }
         ],
     }
@@ -566,10 +531,9 @@ def test_stream_function_call_arrives_whole():
 
 
 def test_stream_skips_function_in_progress_and_adds_missing_role():
-    started: set[int] = set()
     progress = {"choices": [{"delta": {"role": "function_in_progress", "content": "searching…"}, "index": 0}]}
-    assert stream_chunk(progress, "id", started, "m") is None
-    first = stream_chunk({"choices": [{"delta": {"content": "hi"}, "index": 0}]}, "id", started, "m")
+    text = {"choices": [{"delta": {"content": "hi"}, "index": 0, "finish_reason": "stop"}]}
+    (first,) = translate_stream([progress, text], "m")
     assert first["choices"][0]["delta"] == {"role": "assistant", "content": "hi"}
 
 
@@ -585,99 +549,362 @@ def test_stream_error_finish_is_an_error():
         list(translate_stream([STREAM[0], bad], "m"))
 
 
-# --- errors -------------------------------------------------------------------------------------
-
-API = "https://gigachat.devices.sberbank.ru/api/v1/chat/completions"
-AUTH = "https://ngw.devices.sberbank.ru:9443/api/v2/oauth"
-
-
-def err(cls, status, body, url=API, headers=None):
-    return cls(url, status, json.dumps(body).encode(), httpx.Headers(headers or {}))
+def test_stream_error_event_inside_a_200_fails_with_its_message():
+    with pytest.raises(UpstreamError, match="HTTP 500: session lost"):
+        translate_stream([STREAM[0], {"status": 500, "message": "session lost"}], "m")
 
 
-def test_error_mapping_by_status():
-    assert isinstance(
-        map_error(err(AuthenticationError, 401, {"status": 401, "message": "Token has expired"}), "m", AUTH),
-        UpstreamAuthError,
-    )
-    limited = map_error(
-        err(
-            RateLimitError, 429, {"status": 429, "message": "Too Many Requests"}, headers={"Retry-After": "7"}
-        ),
-        "m",
-    )
-    assert isinstance(limited, RateLimited) and limited.retry_after == 7.0
-    assert isinstance(
-        map_error(err(ResponseError, 402, {"status": 402, "message": "Payment Required"}), "m"), RateLimited
-    )
-    bad = map_error(
-        err(
-            UnprocessableEntityError,
-            422,
-            {"status": 422, "message": "system message must be the first message"},
-        ),
-        "m",
-    )
-    assert isinstance(bad, UpstreamBadRequest) and bad.message == "system message must be the first message"
-    assert isinstance(
-        map_error(err(BadRequestError, 400, {"status": 400, "message": "x"}), "m"), UpstreamBadRequest
-    )
-    missing = map_error(err(NotFoundError, 404, {"status": 404, "message": "No such model"}), "m")
-    assert type(missing) is UpstreamError and "No such model" in missing.message
-    assert (
-        type(map_error(err(ServerError, 500, {"status": 500, "message": "Internal Server Error"}), "m"))
-        is UpstreamError
-    )
-    assert isinstance(map_error(err(ServerError, 504, {}), "m"), UpstreamTimeout)
+# --- malformed answers: a translation error (which the transport's boundary makes a typed 502) ----
 
 
-def test_oauth_errors_are_auth_errors_without_details_or_secrets():
-    key = base64.b64encode(b"cid:secret").decode()
-    for status, body in [
-        (401, {"code": 6, "message": "credentials doesn't match db data"}),
-        (400, {"code": 7, "message": f"scope from db not fully includes consumed scope {key}"}),
-    ]:
-        mapped = map_error(err(ResponseError, status, body, url=AUTH), "m", AUTH, (key, "cid:secret"))
-        assert isinstance(mapped, UpstreamAuthError)
-        assert key not in mapped.message and "secret" not in mapped.message
-    assert isinstance(map_error(err(ServerError, 503, {}, url=AUTH), "m", AUTH), UpstreamError)
+def mutated(base: dict, path: tuple, value) -> dict:
+    """A deep copy of `base` with the item at `path` replaced (or removed when value is DELETE)."""
+    data = json.loads(json.dumps(base))
+    target = data
+    for key in path[:-1]:
+        target = target[key]
+    if value is DELETE:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return data
 
 
-def test_transport_and_parse_errors():
-    request = httpx.Request("POST", API)
-    assert isinstance(map_error(httpx.ReadTimeout("slow", request=request), "m"), UpstreamTimeout)
-    assert isinstance(map_error(httpx.ConnectTimeout("slow", request=request), "m"), UpstreamTimeout)
-    refused = map_error(httpx.ConnectError("refused", request=request), "m")
-    assert type(refused) is UpstreamError and "http" not in refused.message
-    assert type(map_error(httpx.TransportError("Expected response Content-Type"), "m")) is UpstreamError
-    assert type(map_error(ValueError("bad json"), "m")) is UpstreamError
+DELETE = object()
+MESSAGE = ("choices", 0, "message")
+CALL = (*MESSAGE, "function_call")
+# (path in the answer, a bad value): every field the adapter reads, missing or of a wrong type
+BAD_FIELDS = [
+    (("choices",), DELETE),
+    (("choices",), {}),
+    (("choices",), "x"),
+    (("choices",), []),
+    (("choices", 0), 1),
+    (("choices", 0), []),
+    (MESSAGE, DELETE),
+    (MESSAGE, "x"),
+    (MESSAGE, []),
+    ((*MESSAGE, "content"), 5),
+    ((*MESSAGE, "content"), ["x"]),
+    ((*MESSAGE, "reasoning_content"), {}),
+    (CALL, "f"),
+    (CALL, {}),
+    (CALL, {"name": 5}),
+    (CALL, {"name": "f", "arguments": [1]}),
+    (CALL, {"name": "f", "arguments": 5}),
+    ((*MESSAGE, "functions_state_id"), 5),
+    (("choices", 0, "finish_reason"), 5),
+    (("choices", 0, "finish_reason"), "error"),
+    (("choices", 0, "index"), "0"),
+    (("choices", 0, "index"), True),
+    (("created",), "yesterday"),
+    (("usage",), []),
+    (("usage", "prompt_tokens"), "17"),
+    (("usage", "total_tokens"), {}),
+    (("usage", "precached_prompt_tokens"), [2]),
+]
+ANSWER_ONLY = [(MESSAGE, DELETE), (("choices",), []), (("created",), "yesterday")]
+STREAM_ONLY = [((*MESSAGE, "role"), 5)]
 
 
-def test_upstream_messages_are_redacted():
-    mapped = map_error(
-        err(BadRequestError, 400, {"status": 400, "message": "bad cid:secret"}), "m", "", ["cid:secret"]
-    )
-    assert mapped.message == "bad ***"
+def needs_call(path: tuple) -> dict:
+    """The answer to mutate: the function-call one when the path reaches into its call."""
+    return FUNCTION_ANSWER if "function" in "".join(map(str, path)) else ANSWER
 
 
-# --- TLS setting ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("path,value", BAD_FIELDS)
+def test_malformed_answers_raise_translation_errors(path, value):
+    with pytest.raises((*TRANSLATION_ERRORS, UpstreamError)):
+        parse_completion(mutated(needs_call(path), path, value), "m")
 
 
-def test_verify_setting_per_model_or_global():
-    import ssl
+@pytest.mark.parametrize("path,value", [c for c in BAD_FIELDS if c not in ANSWER_ONLY] + STREAM_ONLY)
+def test_malformed_stream_events_raise_translation_errors(path, value):
+    """The same mutations on a stream's last event (a choice's `message` is its `delta` there)."""
+    event = mutated(needs_call(path), path, value)
+    choices = event.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict) and "message" in choices[0]:
+        choices[0]["delta"] = choices[0].pop("message")
+    with pytest.raises((*TRANSLATION_ERRORS, UpstreamError)):
+        translate_stream([STREAM[0], event], "m")
 
-    import certifi
 
-    from app.config import HttpConfig, ModelConfig
-    from app.providers.gigachat import _verify
+def test_the_recorded_shapes_pass_the_same_checks():
+    """The table's base answers are valid: each failure above comes from its one mutation."""
+    assert parse_completion(FUNCTION_ANSWER, "m")["choices"] and parse_completion(ANSWER, "m")["choices"]
+    assert translate_stream([STREAM[0], {**ANSWER, "choices": [{"delta": {}, "finish_reason": "stop"}]}], "m")
 
-    def model(verify):
-        return ModelConfig(
-            name="g", provider="gigachat", url="https://x/api/v1", upstream_model="G", verify_ssl_certs=verify
-        )
 
-    assert _verify(model(False), HttpConfig(verify=True)) is False
-    assert _verify(model(True), HttpConfig()) is True
-    assert isinstance(_verify(model(certifi.where()), HttpConfig()), ssl.SSLContext)
-    assert isinstance(_verify(model(True), HttpConfig(verify=certifi.where())), ssl.SSLContext)
-    assert _verify(model(True), HttpConfig(verify=False)) is False
+def test_negative_usage_counts_become_zero():
+    counts = map_usage({"prompt_tokens": -5, "completion_tokens": 2, "total_tokens": -100000000})
+    assert counts == {"prompt_tokens": 0, "completion_tokens": 2, "total_tokens": 2}
+
+
+def test_error_in_a_200_answer_is_an_upstream_error_with_its_message():
+    with pytest.raises(UpstreamError, match="Internal Server Error"):
+        parse_completion({"status": 500, "message": "Internal Server Error"}, "m")
+
+
+# --- OAuth answer and error bodies --------------------------------------------------------------
+
+
+def test_token_expiry_is_read_in_milliseconds_or_seconds():
+    assert parse_token({"access_token": "t", "expires_at": 1706026848841}) == ("t", 1706026848.841)
+    assert parse_token({"access_token": "t", "expires_at": 4102444800}) == ("t", 4102444800.0)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        [],
+        "tok",
+        {},
+        {"access_token": "t"},
+        {"expires_at": 1},
+        {"access_token": "", "expires_at": 1},
+        {"access_token": 5, "expires_at": 1},
+        {"access_token": "t", "expires_at": "soon"},
+        {"access_token": "t", "expires_at": True},
+    ],
+)
+def test_malformed_token_answers(data):
+    with pytest.raises(ValueError):
+        parse_token(data)
+
+
+# --- the token cache (in-process, injected fetch and clock) -------------------------------------
+
+
+class Issuer:
+    """A fake OAuth endpoint for AccessToken: counts fetches, tokens valid for `ttl` seconds."""
+
+    def __init__(self, clock: list[float], ttl: float = 1800.0, delay: float = 0.0) -> None:
+        self.clock, self.ttl, self.delay = clock, ttl, delay
+        self.fetches = 0
+        self.failure: Exception | None = None
+        self.lock = threading.Lock()
+
+    def __call__(self) -> tuple[str, float]:
+        with self.lock:
+            self.fetches += 1
+            number = self.fetches
+        time.sleep(self.delay)  # widens the window in which other threads pile up
+        if self.failure is not None:
+            raise self.failure
+        return f"tok-{number}", self.clock[0] + self.ttl
+
+
+def together(count: int, work):
+    start = threading.Barrier(count)
+
+    def run(_):
+        start.wait()
+        return work()
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(run, range(count)))
+
+
+def test_many_threads_share_one_fetch():
+    clock = [1000.0]
+    issuer = Issuer(clock, delay=0.05)
+    token = AccessToken(issuer, clock=lambda: clock[0])
+    assert together(20, token.get) == ["tok-1"] * 20
+    assert issuer.fetches == 1
+
+
+def test_twenty_concurrent_rejections_cause_exactly_one_refresh():
+    clock = [1000.0]
+    issuer = Issuer(clock, delay=0.05)
+    token = AccessToken(issuer, clock=lambda: clock[0])
+    sent = token.get()
+
+    def rejected_then_retry():
+        token.reject(sent)
+        return token.get()
+
+    assert together(20, rejected_then_retry) == ["tok-2"] * 20
+    assert issuer.fetches == 2
+    token.reject(sent)  # a late 401 for the old token leaves the new one alone
+    assert token.get() == "tok-2" and issuer.fetches == 2
+    assert token.recent == ("tok-2", "tok-1")
+
+
+def test_token_is_replaced_a_minute_before_it_expires():
+    clock = [1000.0]
+    issuer = Issuer(clock, ttl=120.0)
+    token = AccessToken(issuer, clock=lambda: clock[0])
+    assert token.get() == "tok-1"
+    clock[0] += 59.0
+    assert token.get() == "tok-1"
+    clock[0] += 2.0  # 59 s left: inside the 60 s margin
+    assert token.get() == "tok-2" and issuer.fetches == 2
+
+
+def test_a_failed_fetch_is_shared_by_the_threads_that_waited_then_retried():
+    clock = [1000.0]
+    issuer = Issuer(clock, delay=0.05)
+    issuer.failure = UpstreamError("OAuth down")
+    token = AccessToken(issuer, clock=lambda: clock[0])
+
+    def attempt():
+        try:
+            return token.get()
+        except UpstreamError as exc:
+            return exc.message
+
+    assert together(20, attempt) == ["OAuth down"] * 20
+    # not one OAuth timeout per waiting thread (a thread the barrier released late may try once more)
+    assert issuer.fetches <= 3
+    issuer.failure = None
+    tried = issuer.fetches
+    assert token.get() == f"tok-{tried + 1}"  # the next request tries again
+
+
+# --- any client input: a GigaChat request or a 400, never a raw exception -----------------------
+
+DEEP = "[" * 100_000  # JSON nested too deep to parse, inside a string (tool arguments or results)
+ODD_VALUES = [None, True, 0, -1, 1.5, "x", "", [], [1], ["x"], [{}], {}, {"a": 1}, {"function": "f"}, DEEP]
+ROUND_TRIP = [
+    {"role": "system", "content": "s"},
+    {"role": "user", "content": [{"type": "text", "text": "q"}]},
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"id": STATE_ID, "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+    },
+    {"role": "tool", "tool_call_id": STATE_ID, "content": "{}"},
+]
+REQUEST = {"messages": ROUND_TRIP, "tools": [WEATHER], "tool_choice": "auto", "temperature": 0.5}
+# every place the request translation reads, as a path into REQUEST
+READ_PATHS = [
+    ("messages",),
+    *[
+        (key,)
+        for key in ("temperature", "top_p", "repetition_penalty", "max_tokens", "max_completion_tokens")
+    ],
+    *[(key,) for key in ("n", "reasoning_effort", "response_format", "tools", "tool_choice")],
+    *[(key,) for key in ("functions", "function_call", "stop")],
+    ("messages", 0),
+    ("messages", 0, "role"),
+    ("messages", 1, "content"),
+    ("messages", 1, "content", 0),
+    ("messages", 1, "content", 0, "text"),
+    ("messages", 2, "tool_calls"),
+    ("messages", 2, "tool_calls", 0),
+    ("messages", 2, "tool_calls", 0, "id"),
+    ("messages", 2, "tool_calls", 0, "function"),
+    ("messages", 2, "tool_calls", 0, "function", "name"),
+    ("messages", 2, "tool_calls", 0, "function", "arguments"),
+    ("messages", 3, "tool_call_id"),
+    ("messages", 3, "content"),
+    ("tools", 0),
+    ("tools", 0, "function"),
+    ("tools", 0, "function", "name"),
+    ("tools", 0, "function", "parameters"),
+]
+
+
+@pytest.mark.parametrize("path", READ_PATHS, ids=lambda p: ".".join(map(str, p)))
+def test_any_value_anywhere_is_a_payload_or_a_400(path):
+    for value in ODD_VALUES:
+        body = mutated(REQUEST, path, value)
+        try:
+            payload = build_payload(body, "G", stream=True)
+        except InvalidRequest:
+            continue
+        json.dumps(payload)  # and what is sent is JSON
+
+
+# --- every field of the recorded shapes replaced by every other JSON type ------------------------
+
+WRONG = (None, 5, True, "text", [1], {"k": "v"})
+
+
+def json_paths(value, prefix=()):
+    """Every key and index path inside a JSON value."""
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, child in items:
+        yield (*prefix, key)
+        yield from json_paths(child, (*prefix, key))
+
+
+def every_mutation(value):
+    for path in json_paths(value):
+        original = value
+        for key in path:
+            original = original[key]
+        for wrong in WRONG:
+            if type(wrong) is not type(original):
+                yield mutated(value, path, wrong)
+
+
+def assert_openai_shape(body: dict, streamed: bool) -> None:
+    """What a client may rely on, checked independently of the adapter's code."""
+    assert isinstance(body["id"], str) and isinstance(body["created"], int) and body["model"] == "m"
+    for choice in body["choices"]:
+        assert isinstance(choice["index"], int) and not isinstance(choice["index"], bool)
+        assert choice["finish_reason"] is None or isinstance(choice["finish_reason"], str)
+        message = choice["delta" if streamed else "message"]
+        for field in ("role", "content", "reasoning_content"):
+            assert message.get(field) is None or isinstance(message[field], str)
+        for call in message.get("tool_calls") or ():
+            assert isinstance(call["id"], str) and isinstance(call["function"]["name"], str)
+            assert isinstance(call["function"]["arguments"], str)
+    for count in (body.get("usage") or {}).values():
+        assert isinstance(count, dict) or (isinstance(count, int) and count >= 0)
+
+
+def outcome(translate) -> str:
+    """ "ok" for an answer a client can rely on; "error" for what the boundary makes a typed 502."""
+    try:
+        translate()
+    except (*TRANSLATION_ERRORS, ProxyError):
+        return "error"
+    return "ok"
+
+
+@pytest.mark.parametrize("answer", [ANSWER, FUNCTION_ANSWER], ids=["text", "function_call"])
+def test_every_wrong_type_in_an_answer_is_typed(answer):
+    outcomes = []
+    for bad in every_mutation(answer):
+        outcomes.append(outcome(lambda bad=bad: assert_openai_shape(parse_completion(bad, "m"), False)))
+    assert "error" in outcomes and "ok" in outcomes  # both kinds occur: the table is not vacuous
+
+
+FUNCTION_STREAM = [
+    {
+        "choices": [
+            {"delta": FUNCTION_ANSWER["choices"][0]["message"], "index": 0, "finish_reason": "function_call"}
+        ],
+        "created": 1706016586,
+        "model": "GigaChat-2:2.0.28.2",
+        "object": "chat.completion",
+        "usage": FUNCTION_ANSWER["usage"],
+    }
+]
+
+
+@pytest.mark.parametrize("events", [STREAM, FUNCTION_STREAM], ids=["text", "function_call"])
+def test_every_wrong_type_in_a_stream_event_is_typed(events):
+    def chunks(bad):
+        for chunk in translate_stream(bad, "m"):
+            assert_openai_shape(chunk, True)
+
+    outcomes = [outcome(lambda bad=bad: chunks(bad)) for bad in every_mutation(events)]
+    assert "error" in outcomes and "ok" in outcomes
+
+
+def test_a_token_inside_its_margin_still_serves_when_the_refresh_fails():
+    clock = [1000.0]
+    issuer = Issuer(clock, ttl=120.0)
+    token = AccessToken(issuer, clock=lambda: clock[0])
+    assert token.get() == "tok-1"
+    clock[0] += 90.0  # 30 s left: time to refresh, but OAuth is down
+    issuer.failure = UpstreamError("OAuth down")
+    assert token.get() == "tok-1"
+    clock[0] += 31.0  # expired: now the failure shows
+    with pytest.raises(UpstreamError, match="OAuth down"):
+        token.get()
+    issuer.failure = None
+    assert token.get() == f"tok-{issuer.fetches}"

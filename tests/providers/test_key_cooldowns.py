@@ -7,18 +7,19 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 import pytest
-from gigachat.exceptions import ResponseError
 from requests.structures import CaseInsensitiveDict
 
-from app.errors import UpstreamBadRequest, UpstreamError
-from app.providers import cloudflare, cohere, gemini, gigachat
+from app.config import HttpConfig
+from app.errors import UpstreamAuthError, UpstreamBadRequest, UpstreamError
+from app.http import SessionPool
+from app.providers import build_provider, cloudflare, cohere, gemini
 from app.providers.openai import compatible_error, stream_error
 from tests.fakes import cloudflare as fake_cloudflare
 from tests.fakes import cohere as fake_cohere
 from tests.fakes import gemini as fake_gemini
 from tests.fakes import openai as fake_openai
+from tests.fakes.gigachat import FakeGigaChat
 
 NOW = datetime(2026, 3, 10, 18, 0, tzinfo=UTC).timestamp()  # 18:00 UTC = 11:00 in Los Angeles (PDT)
 MODEL = "m"
@@ -150,7 +151,25 @@ def test_cohere_classes(kind: str, expected: tuple[str | None, None]) -> None:
     ("status", "expected"), [(401, "auth"), (402, "credit"), (403, "unavailable"), (500, None)]
 )
 def test_gigachat_classes(status: int, expected: str | None) -> None:
-    request = httpx.Request("POST", "https://gigachat.invalid/api/v1/chat/completions")
-    body = json.dumps({"status": status, "message": "x"}).encode()
-    exc = ResponseError(request.url, status, body, httpx.Headers())
-    assert class_of(gigachat.map_error(exc, MODEL))[0] == expected
+    """A GigaChat API error answer (the adapter's parse_error; its tokens come from the fake's OAuth)."""
+    with FakeGigaChat() as fake:
+        sessions = SessionPool(HttpConfig())
+        try:
+            provider = build_provider(fake.model_config(), sessions, HttpConfig())
+            body = json.dumps({"status": status, "message": "x"}).encode()
+            assert class_of(provider.parse_error(status, body, {}))[0] == expected
+        finally:
+            sessions.close()
+
+
+def test_gigachat_oauth_refusal_rests_the_key() -> None:
+    with FakeGigaChat() as fake:
+        fake.push("oauth", FakeGigaChat.error(401, "credentials doesn't match db data"))
+        sessions = SessionPool(HttpConfig())
+        try:
+            provider = build_provider(fake.model_config(), sessions, HttpConfig())
+            with pytest.raises(UpstreamAuthError) as info:
+                provider.complete({"model": "GigaChat-2", "messages": [{"role": "user", "content": "hi"}]})
+        finally:
+            sessions.close()
+    assert class_of(info.value)[0] == "auth"
