@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import logging
 import os
@@ -54,6 +55,17 @@ class ModelConfig:
     verify_ssl_certs: bool | str = True
     enabled: bool = True
     missing_env: tuple[str, ...] = ()  # the empty ${VAR}s its token names (names only, never values)
+    # Embedding models: inputs per upstream call (0: the provider's batch size), Gemini's `taskType`,
+    # Cohere's `input_type`, and the vector space its group shares ("": its upstream_model).
+    max_batch: int = 0
+    task_type: str = ""
+    input_type: str = ""
+    embedding_space: str = ""
+
+    @property
+    def vector_space(self) -> str:
+        """Which vectors this embedding model's are comparable with."""
+        return self.embedding_space or self.upstream_model
 
     @property
     def group(self) -> str:
@@ -71,6 +83,7 @@ class ServerConfig:
     max_body_bytes: int = 16 * 1024 * 1024
     metrics_public: bool = False
     heartbeat_seconds: float = 5.0
+    max_audio_bytes: int = 25 * 1024 * 1024  # one upload to /v1/audio/transcriptions
     usage_days: int = 35  # days of per-client usage kept (GET /v1/usage)
 
 
@@ -140,6 +153,7 @@ class Config:
     log_level: str = "INFO"
     log_format: str = "text"
     disabled_models: tuple[str, ...] = ()
+    aliases: tuple[tuple[str, str], ...] = ()  # (client-facing name or glob, model or group), in order
     clients: tuple[ClientConfig, ...] = ()  # server.api_keys first, as unlimited admins
 
     @property
@@ -263,6 +277,7 @@ def parse_config(raw: Any, environ: Mapping[str, str], source: str = "config.yam
                 f"{source}: model '{m.name}': field 'name': clashes with the group of the same name"
             )
 
+    _check_embedding_spaces(models, source)
     server = _section(raw, "server", ServerConfig, source)
     api_keys_env = environ.get("AI_PROXY_API_KEYS", "")
     keys_raw = (
@@ -295,6 +310,8 @@ def parse_config(raw: Any, environ: Mapping[str, str], source: str = "config.yam
     if log_format not in ("json", "text"):
         raise ConfigError("environment: AI_PROXY_LOG_FORMAT: must be 'json' or 'text'")
 
+    aliases = _parse_aliases(raw.get("aliases"), models, source)
+
     return Config(
         models=tuple(models),
         server=server,
@@ -307,8 +324,56 @@ def parse_config(raw: Any, environ: Mapping[str, str], source: str = "config.yam
         log_level=log_level,
         log_format=log_format,
         disabled_models=tuple(disabled),
+        aliases=aliases,
         clients=parse_clients(raw.get("clients"), server.api_keys, source),
     )
+
+
+def _check_embedding_spaces(models: Iterable[ModelConfig], source: str) -> None:
+    """The members of an embedding group must make comparable vectors: one `embedding_space`."""
+    first: dict[str, ModelConfig] = {}
+    for m in models:
+        if m.kind != providers.EMBEDDING or not m.group:
+            continue
+        other = first.setdefault(m.group, m)
+        if other.vector_space != m.vector_space:
+            raise ConfigError(
+                f"{source}: model '{m.name}': field 'embedding_space': group {m.group} mixes "
+                f"'{other.name}' ({other.vector_space}) and '{m.name}' ({m.vector_space}); vectors of "
+                "different models are not comparable (give members the same embedding_space only "
+                "when they really make the same vectors)"
+            )
+
+
+# --- aliases: client-facing names (or globs) for a model or a group -------------------------------
+def _parse_aliases(raw: Any, models: list[ModelConfig], source: str) -> tuple[tuple[str, str], ...]:
+    """`aliases:` in file order; each target must be a configured model or group."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: field 'aliases': must be a mapping of name or glob to a model or group")
+    names = {m.name for m in models}
+    groups = {m.group for m in models if m.group}
+    aliases = []
+    for pattern, target in raw.items():
+        if not isinstance(target, str) or not target.strip():
+            raise ConfigError(f"{source}: alias '{pattern}': target must be a model or group name")
+        target = target.strip()
+        if target not in names and target.upper() not in groups:
+            raise ConfigError(
+                f"{source}: alias '{pattern}': target '{target}' is neither a model nor a group"
+            )
+        aliases.append((str(pattern), target))
+    return tuple(aliases)
+
+
+def alias_target(aliases: tuple[tuple[str, str], ...], name: str) -> str | None:
+    """The target of the first alias whose name or glob matches `name` (any case), else None."""
+    folded = name.lower()
+    for pattern, target in aliases:
+        if fnmatch.fnmatchcase(folded, pattern.lower()):
+            return target
+    return None
 
 
 def _as_list(value: Any, source: str, where: str) -> list[str]:
@@ -327,6 +392,7 @@ _NUMBER_FIELDS = {
     "tokens_per_minute",
     "tokens_per_day",
     "max_request_length",
+    "max_batch",
 }
 
 
@@ -437,7 +503,7 @@ def _parse_model(entry: Any, index: int, secret_missing: tuple[str, ...], source
         verify = verify.lower() == "true"
     upstream = str(values.pop("upstream_model", "") or "").strip() or default_upstream_model(name, provider)
     model_size = str(values.pop("model_size", "") or "").strip()
-    for key in ("auth_url", "scope"):
+    for key in ("auth_url", "scope", "task_type", "input_type", "embedding_space"):
         if key in values:
             values[key] = str(values[key] or "").strip()
 
@@ -452,7 +518,12 @@ def _parse_model(entry: Any, index: int, secret_missing: tuple[str, ...], source
     elif not keys:
         if enabled:
             missing_env = secret_missing
-            log.warning("model %s disabled: every element of its keys resolves to empty", name)
+            if missing_env:
+                needs = " or ".join(missing_env)
+                why = "(every element resolves to empty)"
+                log.warning("model %s disabled: its keys need %s %s", name, needs, why)
+            else:
+                log.warning("model %s disabled: every element of its keys resolves to empty", name)
         enabled = False
     else:
         token = keys[0]

@@ -20,16 +20,35 @@ import time
 from collections.abc import Callable, Generator, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 from app.clients import Client
 from app.config import Config, ModelConfig
-from app.errors import ModelNotFound, ProxyError, RateLimited, ServiceUnavailable, UpstreamError
+from app.errors import (
+    InvalidRequest,
+    ModelNotFound,
+    ProxyError,
+    RateLimited,
+    ServiceUnavailable,
+    UpstreamError,
+)
 from app.events import HEARTBEAT, StreamEvent, StreamFailed
-from app.providers import ChunkStream, Completion, ImageResult, Provider
+from app.providers import (
+    EMBEDDING,
+    OPENAI_EMBEDDINGS,
+    TRANSCRIPTION,
+    ChunkStream,
+    Completion,
+    ImageResult,
+    Provider,
+    Transcript,
+    embedding_batch,
+    embedding_shape,
+)
 from app.providers.reasoning import ReasoningStream, split_reasoning
 from app.redact import Redactor
-from app.routing import ClientCharge, Reservation, Router, estimate_tokens
+from app.routing import ClientCharge, ClientPlan, Reservation, Router, estimate_tokens
 
 T = TypeVar("T")
 log = logging.getLogger("ai_proxy.gateway")
@@ -41,6 +60,7 @@ class Trace:
 
     asked: str = ""
     served: str = ""
+    key: str = ""  # the served model's key as `#N`, never its value
     provider: str = ""
     attempts: int = 0
     fallbacks: int = 0
@@ -78,6 +98,38 @@ class ImageAnswer:
     headers: dict[str, str]
 
 
+@dataclass(slots=True)
+class EmbeddingAnswer:
+    """Every input's vector in input order (joined from the batches), and the tokens counted."""
+
+    vectors: list[list[float]]
+    prompt_tokens: int
+    model: ModelConfig
+    headers: dict[str, str]
+
+
+@dataclass(slots=True)
+class TranscriptAnswer:
+    transcript: Transcript
+    model: ModelConfig
+    headers: dict[str, str]
+
+
+# Kinds whose front APIs answer a model of another kind with a 400 naming its kind (chat and image
+# keep their 404, as before these kinds existed).
+KIND_CHECKED = (EMBEDDING, TRANSCRIPTION)
+
+
+def input_length(inputs: list[Any]) -> int:
+    """Characters of text inputs (a token array counts four per token)."""
+    return sum(len(item) if isinstance(item, str) else 4 * len(item) for item in inputs)
+
+
+def embedding_tokens(inputs: list[Any]) -> int:
+    """The estimate counted against token windows: characters / 4 (a token array: its length)."""
+    return sum(-(-len(item) // 4) if isinstance(item, str) else len(item) for item in inputs)
+
+
 def request_length(messages: list[dict[str, Any]]) -> int:
     """Characters of every text in the conversation: what `max_request_length` is compared with."""
     total = 0
@@ -110,7 +162,8 @@ class _Attempts:
     tokens: int
     trace: Trace
     started: float = field(default_factory=time.perf_counter)
-    tried: list[str] = field(default_factory=list)
+    tried: list[str] = field(default_factory=list)  # models, or slots (`name#N`) after a key failure
+    next_key_of: ModelConfig | None = None  # a key failure: this model's other keys come first
     failures: list[tuple[str, ProxyError]] = field(default_factory=list)
     charge: ClientCharge | None = None  # the client's windows, charged by the first reservation
 
@@ -205,6 +258,47 @@ class Gateway:
         self._record_usage(trace)
         return ImageAnswer(result, reservation.model, self.router.ratelimit_headers(reservation.model))
 
+    def embed(self, inputs: list[Any], body: dict[str, Any], trace: Trace) -> EmbeddingAnswer:
+        """Vectors of `inputs` (strings or token arrays). They go upstream in batches no larger than
+        any candidate takes; each batch is one routed request (its own quota count, retries and
+        fallback, within one embedding space); any batch failing fails the whole request."""
+        attempts = self._plan_for(str(body.get("model") or ""), EMBEDDING, 0, 0, trace)
+        candidates = attempts.candidates
+        if not all(isinstance(item, str) for item in inputs):
+            candidates = [m for m in candidates if embedding_shape(m.provider, m.url) == OPENAI_EMBEDDINGS]
+            if not candidates:
+                names = ", ".join(m.name for m in attempts.candidates)
+                raise InvalidRequest(
+                    f"Model {names} takes text only: give 'input' as a string or a list of strings",
+                    param="input",
+                )
+        size = min(m.max_batch or embedding_batch(m.provider, m.url) for m in candidates)
+        vectors: list[list[float]] = []
+        total = 0
+        reservation = None
+        for start in range(0, len(inputs), size):
+            batch = inputs[start : start + size]
+            estimate = embedding_tokens(batch)
+            plan = _Attempts(candidates, attempts.concrete, input_length(batch), estimate, trace)
+            reservation, result = self._run(plan, partial(_embed_batch, batch, body))
+            counted = estimate if result.prompt_tokens is None else result.prompt_tokens
+            self.router.succeeded(reservation, result.headers, counted)
+            vectors.extend(result.vectors)
+            total += counted
+        assert reservation is not None  # inputs are never empty (the front API checks)
+        trace.usage = {"prompt_tokens": total, "total_tokens": total}
+        model = reservation.model
+        return EmbeddingAnswer(vectors, total, model, self.router.ratelimit_headers(model))
+
+    def transcribe(self, audio: Any, body: dict[str, Any], trace: Trace) -> TranscriptAnswer:
+        """A transcript of `audio` (re-readable for a retry or fallback); one routed request."""
+        prompt = body.get("prompt") or ""
+        attempts = self._plan_for(str(body.get("model") or ""), TRANSCRIPTION, len(prompt), 0, trace)
+        reservation, result = self._run(attempts, lambda p, m: p.transcribe(audio, body))
+        self.router.succeeded(reservation, result.headers, None)
+        model = reservation.model
+        return TranscriptAnswer(result, model, self.router.ratelimit_headers(model))
+
     # --- routing loop ------------------------------------------------------------------------
     def _plan(self, body: dict[str, Any], kind: str, trace: Trace) -> _Attempts:
         length = request_length(body["messages"])
@@ -215,6 +309,7 @@ class Gateway:
     def _plan_for(self, name: str, kind: str, length: int, tokens: int, trace: Trace) -> _Attempts:
         trace.asked = name
         if name:
+            self._check_kind(name, kind)
             candidates = self.router.resolve(name, kind)
         else:  # no model named (allowed for images): any enabled model of that kind
             candidates = [m for m in self.config.enabled_models if m.kind == kind]
@@ -224,6 +319,17 @@ class Gateway:
             candidates = trace.client.allowed(name, candidates)
         concrete = len(candidates) == 1 and candidates[0].name == name
         return _Attempts(candidates, concrete, length, tokens, trace)
+
+    def _check_kind(self, name: str, kind: str) -> None:
+        """A model (or group) of another kind named where an embedding or transcription model is
+        wanted, or the other way round: a 400 that names its kind."""
+        models = self.config.models
+        exact = next((m for m in models if m.name == name), None)
+        kinds = {exact.kind} if exact else {m.kind for m in models if m.group == name.upper()}
+        if not kinds or kind in kinds or not ({kind} | kinds) & set(KIND_CHECKED):
+            return
+        what = " and ".join(_a(k) for k in sorted(kinds))
+        raise InvalidRequest(f"Model '{name}' is {what} model, not {_a(kind)} model", param="model")
 
     def _run(self, attempts: _Attempts, call: Callable[[Provider, ModelConfig], T]) -> tuple[Reservation, T]:
         """Acquire a model and call it; on a retryable failure fall back to the next model. A
@@ -241,42 +347,65 @@ class Gateway:
         trace = attempts.trace
         client = trace.client.plan if trace.client is not None else None
         while True:
-            try:
-                reservation = self.router.acquire(
-                    attempts.candidates,
-                    length=attempts.length,
-                    tokens=attempts.tokens,
-                    exclude=attempts.tried,
-                    client=client,
-                    charged=attempts.charge,
-                )
-            except ProxyError as exc:
-                raise self._exhausted(attempts, exc) from None
+            reservation = self._acquire(attempts, client)
             attempts.charge = reservation.client
             model = reservation.model
             if attempts.tried:
                 trace.fallbacks += 1
-            trace.served, trace.provider = model.name, model.provider
+            trace.served, trace.key, trace.provider = model.name, reservation.key_label, model.provider
             try:
-                return reservation, self._call_with_retries(attempts, model, call)
+                return reservation, self._call_with_retries(attempts, reservation, call)
             except ProxyError as exc:
                 self._give_up_on(attempts, reservation, exc)
 
+    def _acquire(self, attempts: _Attempts, client: ClientPlan | None) -> Reservation:
+        """The next slot to call: after a key failure, another key of the same model if one can
+        serve, else the best slot of any candidate not tried yet."""
+        preferred, attempts.next_key_of = attempts.next_key_of, None
+        ask = {
+            "length": attempts.length,
+            "tokens": attempts.tokens,
+            "exclude": attempts.tried,
+            "client": client,
+            "charged": attempts.charge,
+        }
+        if preferred is not None and not attempts.concrete:
+            with contextlib.suppress(ProxyError):  # none of its keys can serve: any candidate may
+                return self.router.acquire([preferred], **ask)
+        try:
+            return self.router.acquire(attempts.candidates, **ask)
+        except ProxyError as exc:
+            raise self._exhausted(attempts, exc) from None
+
     def _give_up_on(self, attempts: _Attempts, reservation: Reservation, exc: ProxyError) -> None:
-        """Report a failed model to the router; raise when the request can't fall back any further."""
-        log.info("model %s failed: %s", reservation.model.name, exc.message)
+        """Report a failed slot to the router; raise when the request can't fall back any further.
+        A failure that is the key's (it carries a cooldown: 429, 401, 402, 403) excludes only that
+        slot and moves to the model's next key, for a concrete model too; any other excludes the model.
+        `routing.max_attempts` bounds the upstream calls of the whole request."""
+        model = reservation.model
+        log.info("model %s failed: %s (key=%s)", model.name, exc.message, reservation.key_label)
         self.router.failed(reservation, exc)
-        attempts.tried.append(reservation.model.name)
-        attempts.failures.append((reservation.model.name, exc))
-        limit = 1 if attempts.concrete else max(self.config.routing.max_attempts, 1)
-        if not exc.retryable or len(attempts.tried) >= limit:
+        attempts.failures.append((reservation.slot if len(model.keys) > 1 else model.name, exc))
+        key_failure = exc.cooldown is not None
+        if key_failure:
+            attempts.tried.append(reservation.slot)
+            attempts.next_key_of = model
+        else:
+            attempts.tried.append(model.name)
+        if not (exc.retryable or key_failure):
+            raise self._exhausted(attempts, None)
+        if attempts.concrete and not (key_failure and len(model.keys) > 1):
+            raise self._exhausted(attempts, None)
+        if attempts.trace.attempts >= max(self.config.routing.max_attempts, 1):
             raise self._exhausted(attempts, None)
 
     def _call_with_retries(
-        self, attempts: _Attempts, model: ModelConfig, call: Callable[[Provider, ModelConfig], T]
+        self, attempts: _Attempts, reservation: Reservation, call: Callable[[Provider, ModelConfig], T]
     ) -> T:
-        """A concrete model is retried with backoff and full jitter; a group falls back instead."""
-        provider = self.providers[model.name]
+        """A concrete model is retried with backoff and full jitter; a group falls back instead.
+        The provider is the one holding the reservation's key."""
+        model = reservation.model
+        provider = self.providers[model.name if reservation.key_label == "#1" else reservation.slot]
         trace = attempts.trace
         while True:
             trace.attempts += 1
@@ -287,7 +416,7 @@ class Gateway:
                 failure = self._upstream_failure(exc, model)
             finally:
                 trace.upstream_ms += (time.perf_counter() - started) * 1000.0
-            if not self._may_retry(attempts, failure):
+            if not self._may_retry(attempts, model, failure):
                 raise failure
             self._backoff(trace.attempts - 1, failure)
 
@@ -306,10 +435,12 @@ class Gateway:
         )
         return UpstreamError(f"Upstream for model {model.name} sent an answer the proxy could not read")
 
-    def _may_retry(self, attempts: _Attempts, exc: ProxyError) -> bool:
+    def _may_retry(self, attempts: _Attempts, model: ModelConfig, exc: ProxyError) -> bool:
         """Same-model retries: concrete models only, transient failures only. A 429 is retried
         only when the upstream asks for a wait no longer than `retry.max_delay`."""
         if not (attempts.concrete and exc.retryable):
+            return False
+        if exc.cooldown is not None and len(model.keys) > 1:  # the key's failure: the next key serves
             return False
         if attempts.trace.attempts >= max(self.config.retry.max_attempts, 1):
             return False
@@ -469,6 +600,14 @@ def _finished(completion: Completion, model: ModelConfig) -> Completion:
     if model.reasoning != "keep":
         split_reasoning(answer, model.reasoning)
     return completion
+
+
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
+
+
+def _embed_batch(batch: list[Any], body: dict[str, Any], provider: Provider, model: ModelConfig) -> Any:
+    return provider.embed(batch, body)
 
 
 def _close(stream: ChunkStream) -> None:

@@ -73,7 +73,13 @@ def iter_sse(chunks: Iterable[bytes], max_line: int = 1024 * 1024) -> Iterator[S
 
 
 DONE = b"data: [DONE]\n\n"
+KEEP_ALIVE = b": keep-alive\n\n"  # an SSE comment: the heartbeat of the OpenAI-shaped streams
 
 
 def encode(payload: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def encode_event(name: str, payload: dict[str, Any]) -> bytes:
+    """One SSE event with an `event:` line, as Anthropic's and the Responses API's streams have."""
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"

@@ -9,17 +9,14 @@ import orjson
 from flask import Blueprint, Response, g, request
 from werkzeug.exceptions import HTTPException
 
-from app.api.render import error_body, json_response, services
+from app.api.render import error_body, json_response, served_headers, services
 from app.api.schema import check_chat
 from app.errors import InvalidRequest, RequestTooLarge
 from app.events import HEARTBEAT, StreamEvent
 from app.gateway import StreamAnswer
-from app.sse import DONE, encode
+from app.sse import DONE, KEEP_ALIVE, encode
 
 bp = Blueprint("chat", __name__)
-
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-KEEP_ALIVE = b": keep-alive\n\n"
 
 
 def read_body() -> bytes:
@@ -82,10 +79,9 @@ def chat_completions() -> Response:
     check_chat(body)
     state = services()
     answer = state.gateway.chat(body, g.trace)
-    headers = {**answer.headers, "X-AI-Proxy-Model": answer.model.name}
     if isinstance(answer, StreamAnswer):
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
         events = sse_events(answer.events, include_usage, state.redactor)
-        return Response(events, mimetype="text/event-stream", headers={**SSE_HEADERS, **headers})
-    return json_response(answer.body, headers=headers)
+        return Response(events, mimetype="text/event-stream", headers=served_headers(answer, stream=True))
+    return json_response(answer.body, headers=served_headers(answer))

@@ -1,4 +1,4 @@
-"""Liveness: GET /health and GET /ping, no auth."""
+"""Liveness: GET /health, GET /ping and GET or HEAD / (clients probe it before their first call), no auth."""
 
 from __future__ import annotations
 
@@ -13,6 +13,11 @@ bp = Blueprint("health", __name__)
 @bp.get("/health")
 def health() -> Response:
     return json_response({"status": "ok", "version": __version__})
+
+
+@bp.get("/")  # Flask answers HEAD for every GET route
+def root() -> Response:
+    return json_response({"status": "ok", "service": "ai-proxy", "version": __version__})
 
 
 @bp.get("/ping")

@@ -31,7 +31,7 @@ log = logging.getLogger("ai_proxy.access")
 errors_log = logging.getLogger("ai_proxy.errors")
 
 PUBLIC_ENDPOINTS = frozenset(
-    {"health.health", "health.ping", "static", "status.status_page", "openapi.openapi_json"}
+    {"health.health", "health.ping", "health.root", "static", "status.status_page", "openapi.openapi_json"}
 )
 # Admin keys only (metrics: unless server.metrics_public).
 ADMIN_ENDPOINTS = frozenset({"quota.quota", "metrics.metrics", "status.disabled_models"})
@@ -180,6 +180,7 @@ def _on_close(metrics: Metrics, endpoint: str | None, status: int):
                 "client": trace.client.name if trace.client is not None else None,
                 "model": trace.asked or None,
                 "served": trace.served or None,
+                "key": trace.key or None,
                 "attempts": trace.attempts,
                 "fallbacks": trace.fallbacks,
                 "upstream_ms": round(trace.upstream_ms, 2),

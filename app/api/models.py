@@ -1,4 +1,4 @@
-"""GET /v1/models: every enabled model and every group, in OpenAI's list shape."""
+"""GET /v1/models: every enabled model, group and alias, in OpenAI's list shape; GET /v1/models/{id}."""
 
 from __future__ import annotations
 
@@ -8,23 +8,36 @@ import orjson
 from flask import Blueprint, Response, current_app, g
 from flask.blueprints import BlueprintSetupState
 
-from app.api.render import services
+from app.api.render import json_response, services
 from app.clients import Client
-from app.config import Config
-from app.errors import ProxyError
+from app.config import Config, alias_target
+from app.errors import ModelNotFound, ProxyError
 from app.routing import Router
 
 bp = Blueprint("models", __name__)
 
 
 def model_list(config: Config, created: int) -> dict[str, Any]:
-    data: list[dict[str, Any]] = [
-        {"id": m.name, "object": "model", "created": created, "owned_by": m.provider}
-        for m in config.enabled_models
-    ]
+    data = [_entry(m.name, created, m.provider) for m in config.enabled_models]
     groups = sorted({m.group for m in config.enabled_models if m.group})
-    data += [{"id": g, "object": "model", "created": created, "owned_by": "ai-proxy"} for g in groups]
+    data += [_entry(g, created) for g in groups]
+    data += [_entry(a, created) for a, _ in config.aliases]
     return {"object": "list", "data": data}
+
+
+def _entry(model_id: str, created: int, owner: str = "ai-proxy") -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": created, "owned_by": owner}
+
+
+def model_entry(config: Config, model_id: str, created: int) -> dict[str, Any]:
+    """One model, group, or name an alias covers (as asked), like an entry of the list; else a 404."""
+    for m in config.enabled_models:
+        if m.name == model_id:
+            return _entry(m.name, created, m.provider)
+    groups = {m.group for m in config.enabled_models if m.group}
+    if model_id.upper() in groups or alias_target(config.aliases, model_id) is not None:
+        return _entry(model_id, created)
+    raise ModelNotFound(f"The model '{model_id}' does not exist", param="model")
 
 
 @bp.record_once
@@ -56,3 +69,15 @@ def _may_use(client: Client, router: Router, kinds: list[str], name: str) -> boo
             continue
         return True
     return False
+
+
+@bp.get("/v1/models/<path:model_id>")
+@bp.get("/models/<path:model_id>")
+def get_model(model_id: str) -> Response:
+    state = services()
+    client = g.trace.client
+    if client is not None and client.patterns:
+        kinds = sorted({m.kind for m in state.config.enabled_models})
+        if not _may_use(client, state.router, kinds, model_id):
+            raise ModelNotFound(f"The model '{model_id}' does not exist", param="model")
+    return json_response(model_entry(state.config, model_id, int(state.started_at)))

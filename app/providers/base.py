@@ -43,6 +43,24 @@ class ImageResult:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class Embeddings:
+    """The vectors of one upstream call, in input order, and the tokens it counted (None: not said)."""
+
+    vectors: list[list[float]]
+    prompt_tokens: int | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Transcript:
+    """A transcription answer as the upstream sent it, in the format the client asked for."""
+
+    content: bytes
+    content_type: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
 class ChunkStream:
     """An open upstream stream of OpenAI `chat.completion.chunk` dicts; close() frees the connection.
 
@@ -86,6 +104,16 @@ class Provider(ABC):
 
     def generate_image(self, body: dict[str, Any]) -> ImageResult:
         raise InvalidRequest(f"Model {self.model.name} does not generate images", param="model")
+
+    def embed(self, inputs: list[Any], body: dict[str, Any]) -> Embeddings:
+        """Vectors of `inputs` (one batch; strings, or token arrays where the upstream takes them)."""
+        raise InvalidRequest(f"Model {self.model.name} is a {self.model.kind} model, not an embedding model")
+
+    def transcribe(self, audio: Any, body: dict[str, Any]) -> Transcript:
+        """The transcript of `audio` (an app.providers.transcription.Upload) with OpenAI's form fields."""
+        raise InvalidRequest(
+            f"Model {self.model.name} is a {self.model.kind} model, not a transcription model"
+        )
 
     def close(self) -> None:  # noqa: B027 - optional hook, most providers hold nothing
         """Release anything the provider holds beyond the shared sessions."""

@@ -23,7 +23,7 @@ from typing import Any
 
 from pybreaker import CircuitBreaker, CircuitBreakerError
 
-from app.config import BreakerConfig, ModelConfig, RoutingConfig, unavailable_message
+from app.config import BreakerConfig, ModelConfig, RoutingConfig, alias_target, unavailable_message
 from app.errors import (
     ClientQuotaExceeded,
     InvalidRequest,
@@ -171,9 +171,11 @@ class Router:
         breaker: BreakerConfig,
         clock: Callable[[], float] = time.time,
         usage_days: int = 35,
+        aliases: Sequence[tuple[str, str]] = (),
     ) -> None:
         self._configured = tuple(models)  # disabled ones too, to say why a name is not served
         enabled = [m for m in self._configured if m.enabled]
+        self._aliases = tuple(aliases)
         self._storage = storage
         self._clock = clock
         self._usage_days = usage_days
@@ -214,16 +216,22 @@ class Router:
         return self._settle_failures
 
     def resolve(self, name: str, kind: str) -> list[ModelConfig]:
-        """A concrete model by its exact name, or the enabled models of a group (any case)."""
+        """A concrete model by its exact name, or the enabled models of a group (any case); else
+        the target of the first alias that matches the name (an exact name always wins)."""
+        candidates = self._exact(name, kind)
+        if candidates is None and name not in self._models:
+            target = alias_target(self._aliases, name)
+            candidates = self._exact(target, kind) if target is not None else None
+        if not candidates:
+            raise ModelNotFound(unavailable_message(self._configured, name, kind))
+        return candidates
+
+    def _exact(self, name: str, kind: str) -> list[ModelConfig] | None:
         model = self._models.get(name)
         if model is not None:
-            if model.kind == kind:
-                return [model]
-        else:
-            group = self._groups.get((name.upper(), kind))
-            if group:
-                return list(group)
-        raise ModelNotFound(unavailable_message(self._configured, name, kind))
+            return [model] if model.kind == kind else None
+        group = self._groups.get((name.upper(), kind))
+        return list(group) if group else None
 
     def acquire(
         self,
