@@ -92,7 +92,11 @@ def test_stream_reaches_client_incrementally(fake_openai: FakeOpenAI) -> None:
     [req] = fake_openai.chat_requests
     assert texts == ["Hel", "lo"]
     assert usage is not None and usage.total_tokens == usage.prompt_tokens + 2
-    assert len(req.sent_at) == 6  # role, 2 contents, finish, usage, [DONE]
+    # role, 2 contents, finish, usage, [DONE]: the fake records [DONE] just after sending it
+    deadline = time.monotonic() + 10
+    while len(req.sent_at) < 6 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(req.sent_at) == 6
     assert received[0] < req.sent_at[-1] - 0.5
 
 
