@@ -38,7 +38,7 @@ def create_storage(url: str, namespace: str = "ai-proxy") -> Storage:
     try:
         storage = kind.from_url(url, namespace)
         storage.ping()
-    except (*STORAGE_ERRORS, ValueError) as exc:
+    except (*STORAGE_ERRORS, ValueError, TypeError) as exc:  # TypeError: an option redis-py lacks
         reason = " ".join(str(exc).split())
         raise ConfigError(f"storage: Redis not reachable at {where}: {reason}") from None
     return storage

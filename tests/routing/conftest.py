@@ -142,6 +142,11 @@ STORAGE_KINDS = [
 ]
 
 
+# For tests of hundreds of threads: each opens its own connection, and 200 TLS handshakes take
+# seconds; the TLS transport is covered by every other contract test.
+WITHOUT_TLS = pytest.mark.parametrize("make_storage", STORAGE_KINDS[:3], indirect=True)
+
+
 @pytest.fixture(params=STORAGE_KINDS)
 def make_storage(request: pytest.FixtureRequest) -> Callable[[], Storage]:
     """Each call gives a storage over the same shared state (as another worker would see it)."""
