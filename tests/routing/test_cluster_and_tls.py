@@ -3,6 +3,7 @@ the hash slot every quota key shares. The shared contract tests run on both thro
 
 from __future__ import annotations
 
+import multiprocessing
 import shutil
 import socket
 from pathlib import Path
@@ -121,3 +122,39 @@ def test_a_cluster_outage_is_a_503_then_an_error_at_start(tmp_path: Path, caplog
     assert any("quota storage unavailable" in r.getMessage() for r in caplog.records)
     with pytest.raises(ConfigError, match=r"^storage: Redis not reachable at redis\+cluster://127\.0\.0\.1:"):
         create_storage(url, namespace="outage")
+
+
+def test_scripts_lost_by_the_cluster_are_loaded_again(cluster_url: str, shared_storage) -> None:
+    m = model(requests_per_minute=3)
+    router = Router([m], shared_storage("cluster"), RoutingConfig(), BreakerConfig(), clock=FakeClock())
+    router.acquire([m], length=1, tokens=1)
+    client = redis.RedisCluster.from_url(cluster_url.replace("+cluster://", "://"))
+    try:
+        client.script_flush()  # every primary forgets every script, as after a restart
+    finally:
+        client.close()
+    router.acquire([m], length=1, tokens=1)
+    assert router.snapshot()[0]["windows"][0]["used"] == 2
+
+
+def _acquire_in_child(router: Router, m, threads: int, results) -> None:
+    from tests.routing.test_concurrency import hammer
+
+    results.put(len(hammer(router, [m], threads)))
+
+
+def test_workers_forked_from_a_preloaded_cluster_router_share_its_quota(shared_storage) -> None:
+    """gunicorn's preload_app builds the router (and its cluster client) once, then forks."""
+    m = model(requests_per_minute=1000)
+    router = Router([m], shared_storage("cluster"), RoutingConfig(), BreakerConfig())
+    router.acquire([m], length=1, tokens=1)  # the parent's client has connected before the fork
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    workers = [context.Process(target=_acquire_in_child, args=(router, m, 20, results)) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    admitted = sum(results.get(timeout=60) for _ in workers)
+    for worker in workers:
+        worker.join(timeout=10)
+    assert admitted == 60
+    assert router.snapshot()[0]["windows"][0]["used"] == 61
