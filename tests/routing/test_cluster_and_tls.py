@@ -6,6 +6,7 @@ from __future__ import annotations
 import multiprocessing
 import shutil
 import socket
+import uuid
 from pathlib import Path
 
 import pytest
@@ -158,3 +159,36 @@ def test_workers_forked_from_a_preloaded_cluster_router_share_its_quota(shared_s
         worker.join(timeout=10)
     assert admitted == 60
     assert router.snapshot()[0]["windows"][0]["used"] == 61
+
+
+@pytest.mark.parametrize("kind", ["cluster", "tls"])
+def test_the_app_serves_and_counts_on_cluster_and_tls_storage(kind: str, request, fake_openai) -> None:
+    """The whole app in-process with `AI_PROXY_STORAGE` on a cluster or TLS server: a chat is
+    served, the model's minute then refuses, and /v1/quota reads the count back."""
+    from app import create_app
+    from app.config import parse_config
+
+    url = request.getfixturevalue(f"{kind}_url")
+    name = f"openai/m-{uuid.uuid4().hex[:8]}"  # fresh quota keys in the app's own namespace
+    raw = {
+        "models": [
+            {
+                "name": name,
+                "provider": "openai",
+                "url": fake_openai.chat_url,
+                "token": "sk-fake-upstream-key",
+                "requests_per_minute": 1,
+            }
+        ]
+    }
+    config = parse_config(raw, {"AI_PROXY_STORAGE": url, "AI_PROXY_API_KEYS": "client-key-1234"})
+    client = create_app(config).test_client()
+    auth = {"Authorization": "Bearer client-key-1234"}
+    body = {"model": name, "messages": [{"role": "user", "content": "hi"}]}
+    assert client.post("/v1/chat/completions", json=body, headers=auth).status_code == 200
+    assert client.post("/v1/chat/completions", json=body, headers=auth).status_code == 429
+    quota = client.get("/v1/quota", headers=auth).get_json()
+    assert url not in str(quota)
+    [row] = quota["data"]
+    assert row["name"] == name and row["breaker"] == "closed"
+    assert row["windows"][0]["used"] == 1 and row["keys"][0]["windows"][0]["remaining"] == 0
