@@ -525,7 +525,12 @@ def _parse_model(entry: Any, index: int, secret_missing: tuple[str, ...], source
     elif not keys:
         if enabled:
             missing_env = secret_missing
-            log.warning("model %s disabled: every element of its keys resolves to empty", name)
+            if missing_env:
+                needs = " or ".join(missing_env)
+                why = "(every element resolves to empty)"
+                log.warning("model %s disabled: its keys need %s %s", name, needs, why)
+            else:
+                log.warning("model %s disabled: every element of its keys resolves to empty", name)
         enabled = False
     else:
         token = keys[0]

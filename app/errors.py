@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # app.routing imports this module
+    from app.routing.cooldown import Cooldown
 
 
 class ProxyError(Exception):
@@ -12,6 +15,9 @@ class ProxyError(Exception):
     type: str = "server_error"
     code: str | None = None
     retryable: bool = False
+    # Set by a provider adapter when the failure is the key's (429, 401, 402, 403): the router rests
+    # the key by its class, and the gateway moves to the model's next key.
+    cooldown: Cooldown | None = None
 
     def __init__(
         self,

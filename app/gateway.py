@@ -48,7 +48,7 @@ from app.providers import (
 )
 from app.providers.reasoning import ReasoningStream, split_reasoning
 from app.redact import Redactor
-from app.routing import ClientCharge, Reservation, Router, estimate_tokens
+from app.routing import ClientCharge, ClientPlan, Reservation, Router, estimate_tokens
 
 T = TypeVar("T")
 log = logging.getLogger("ai_proxy.gateway")
@@ -60,6 +60,7 @@ class Trace:
 
     asked: str = ""
     served: str = ""
+    key: str = ""  # the served model's key as `#N`, never its value
     provider: str = ""
     attempts: int = 0
     fallbacks: int = 0
@@ -161,7 +162,8 @@ class _Attempts:
     tokens: int
     trace: Trace
     started: float = field(default_factory=time.perf_counter)
-    tried: list[str] = field(default_factory=list)
+    tried: list[str] = field(default_factory=list)  # models, or slots (`name#N`) after a key failure
+    next_key_of: ModelConfig | None = None  # a key failure: this model's other keys come first
     failures: list[tuple[str, ProxyError]] = field(default_factory=list)
     charge: ClientCharge | None = None  # the client's windows, charged by the first reservation
 
@@ -345,42 +347,65 @@ class Gateway:
         trace = attempts.trace
         client = trace.client.plan if trace.client is not None else None
         while True:
-            try:
-                reservation = self.router.acquire(
-                    attempts.candidates,
-                    length=attempts.length,
-                    tokens=attempts.tokens,
-                    exclude=attempts.tried,
-                    client=client,
-                    charged=attempts.charge,
-                )
-            except ProxyError as exc:
-                raise self._exhausted(attempts, exc) from None
+            reservation = self._acquire(attempts, client)
             attempts.charge = reservation.client
             model = reservation.model
             if attempts.tried:
                 trace.fallbacks += 1
-            trace.served, trace.provider = model.name, model.provider
+            trace.served, trace.key, trace.provider = model.name, reservation.key_label, model.provider
             try:
-                return reservation, self._call_with_retries(attempts, model, call)
+                return reservation, self._call_with_retries(attempts, reservation, call)
             except ProxyError as exc:
                 self._give_up_on(attempts, reservation, exc)
 
+    def _acquire(self, attempts: _Attempts, client: ClientPlan | None) -> Reservation:
+        """The next slot to call: after a key failure, another key of the same model if one can
+        serve, else the best slot of any candidate not tried yet."""
+        preferred, attempts.next_key_of = attempts.next_key_of, None
+        ask = {
+            "length": attempts.length,
+            "tokens": attempts.tokens,
+            "exclude": attempts.tried,
+            "client": client,
+            "charged": attempts.charge,
+        }
+        if preferred is not None and not attempts.concrete:
+            with contextlib.suppress(ProxyError):  # none of its keys can serve: any candidate may
+                return self.router.acquire([preferred], **ask)
+        try:
+            return self.router.acquire(attempts.candidates, **ask)
+        except ProxyError as exc:
+            raise self._exhausted(attempts, exc) from None
+
     def _give_up_on(self, attempts: _Attempts, reservation: Reservation, exc: ProxyError) -> None:
-        """Report a failed model to the router; raise when the request can't fall back any further."""
-        log.info("model %s failed: %s", reservation.model.name, exc.message)
+        """Report a failed slot to the router; raise when the request can't fall back any further.
+        A failure that is the key's (it carries a cooldown: 429, 401, 402, 403) excludes only that
+        slot and moves to the model's next key, for a concrete model too; any other excludes the model.
+        `routing.max_attempts` bounds the upstream calls of the whole request."""
+        model = reservation.model
+        log.info("model %s failed: %s (key=%s)", model.name, exc.message, reservation.key_label)
         self.router.failed(reservation, exc)
-        attempts.tried.append(reservation.model.name)
-        attempts.failures.append((reservation.model.name, exc))
-        limit = 1 if attempts.concrete else max(self.config.routing.max_attempts, 1)
-        if not exc.retryable or len(attempts.tried) >= limit:
+        attempts.failures.append((reservation.slot if len(model.keys) > 1 else model.name, exc))
+        key_failure = exc.cooldown is not None
+        if key_failure:
+            attempts.tried.append(reservation.slot)
+            attempts.next_key_of = model
+        else:
+            attempts.tried.append(model.name)
+        if not (exc.retryable or key_failure):
+            raise self._exhausted(attempts, None)
+        if attempts.concrete and not (key_failure and len(model.keys) > 1):
+            raise self._exhausted(attempts, None)
+        if attempts.trace.attempts >= max(self.config.routing.max_attempts, 1):
             raise self._exhausted(attempts, None)
 
     def _call_with_retries(
-        self, attempts: _Attempts, model: ModelConfig, call: Callable[[Provider, ModelConfig], T]
+        self, attempts: _Attempts, reservation: Reservation, call: Callable[[Provider, ModelConfig], T]
     ) -> T:
-        """A concrete model is retried with backoff and full jitter; a group falls back instead."""
-        provider = self.providers[model.name]
+        """A concrete model is retried with backoff and full jitter; a group falls back instead.
+        The provider is the one holding the reservation's key."""
+        model = reservation.model
+        provider = self.providers[model.name if reservation.key_label == "#1" else reservation.slot]
         trace = attempts.trace
         while True:
             trace.attempts += 1
@@ -391,7 +416,7 @@ class Gateway:
                 failure = self._upstream_failure(exc, model)
             finally:
                 trace.upstream_ms += (time.perf_counter() - started) * 1000.0
-            if not self._may_retry(attempts, failure):
+            if not self._may_retry(attempts, model, failure):
                 raise failure
             self._backoff(trace.attempts - 1, failure)
 
@@ -410,10 +435,12 @@ class Gateway:
         )
         return UpstreamError(f"Upstream for model {model.name} sent an answer the proxy could not read")
 
-    def _may_retry(self, attempts: _Attempts, exc: ProxyError) -> bool:
+    def _may_retry(self, attempts: _Attempts, model: ModelConfig, exc: ProxyError) -> bool:
         """Same-model retries: concrete models only, transient failures only. A 429 is retried
         only when the upstream asks for a wait no longer than `retry.max_delay`."""
         if not (attempts.concrete and exc.retryable):
+            return False
+        if exc.cooldown is not None and len(model.keys) > 1:  # the key's failure: the next key serves
             return False
         if attempts.trace.attempts >= max(self.config.retry.max_attempts, 1):
             return False

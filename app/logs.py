@@ -23,6 +23,7 @@ FIELDS = (
     "client",
     "model",
     "served",
+    "key",  # the served model's key as `#N` (a key pool), never its value
     "attempts",
     "fallbacks",
     "upstream_ms",

@@ -184,7 +184,8 @@ class Metrics:
 
 class QuotaCollector:
     """Quota, cooldown and breaker gauges from `router.snapshot()` (the /v1/quota data), read at
-    scrape time. Windows are named as in the config: requests_per_minute, tokens_per_day, ..."""
+    scrape time. Windows are named as in the config: requests_per_minute, tokens_per_day, ...
+    Each key of a model has its own windows and rest, labelled by its name `#N` (never its value)."""
 
     def __init__(self, snapshot: Callable[[], Iterable[Mapping[str, Any]]]) -> None:
         self._snapshot = snapshot
@@ -206,6 +207,23 @@ class QuotaCollector:
             "Circuit breaker per model: 1 for its current state (closed, half-open, open), else 0",
             labels=("model", "state"),
         )
+        key_labels = ("model", "key", "window")
+        key_used = GaugeMetricFamily(
+            "ai_proxy_key_quota_used",
+            "Quota used in the current window, per key of a model",
+            labels=key_labels,
+        )
+        key_left = GaugeMetricFamily(
+            "ai_proxy_key_quota_left",
+            "Quota left in the current window, per key of a model",
+            labels=key_labels,
+        )
+        key_cooldown = GaugeMetricFamily(
+            "ai_proxy_key_cooldown_seconds",
+            "Seconds until a resting key is tried again for a model, by why it rests (0 and class"
+            ' "none": not resting)',
+            labels=("model", "key", "class"),
+        )
         now = time.time()
         for entry in self._snapshot():
             name = entry["name"]
@@ -219,4 +237,12 @@ class QuotaCollector:
             state = entry.get("breaker")
             for option in BREAKER_STATES:
                 breaker.add_metric((name, option), 1.0 if option == state else 0.0)
-        yield from (limit, used, left, cooldown, breaker)
+            for key in entry.get("keys") or ():
+                label = key["key"]
+                for window in key["windows"]:
+                    key_used.add_metric((name, label, window["window"]), window["used"])
+                    key_left.add_metric((name, label, window["window"]), window["remaining"])
+                rest = key.get("cooldown")
+                seconds = max(rest["until"] - now, 0.0) if rest else 0.0
+                key_cooldown.add_metric((name, label, rest["class"] if rest else NONE), seconds)
+        yield from (limit, used, left, cooldown, breaker, key_used, key_left, key_cooldown)

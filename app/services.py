@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 from app.clients import Clients
@@ -57,6 +57,19 @@ def config_secrets(config: Config) -> Iterator[str]:
             yield urlsplit(url).password or ""
 
 
+def build_providers(config: Config, sessions: SessionPool) -> dict[str, Provider]:
+    """One provider per key of each enabled model (adapters hold their key in their headers or SDK
+    client): the first key's under the model's name, each further key's under its slot (`name#2`, ...),
+    as `Reservation.slot` names it."""
+    providers: dict[str, Provider] = {}
+    for model in config.enabled_models:
+        providers[model.name] = build_provider(model, sessions, config.http)
+        for number, key in enumerate(model.keys[1:], 2):
+            keyed = replace(model, token=key)
+            providers[f"{model.name}#{number}"] = build_provider(keyed, sessions, config.http)
+    return providers
+
+
 def build_services(
     config: Config, redactor: Redactor | None = None, previous: Services | None = None
 ) -> Services:
@@ -80,7 +93,7 @@ def build_services(
         usage_days=config.server.usage_days,
         aliases=config.aliases,
     )
-    providers = {m.name: build_provider(m, sessions, config.http) for m in config.enabled_models}
+    providers = build_providers(config, sessions)
     gateway = Gateway(config, router, providers, redactor=redactor)
     clients = Clients(config.clients)
     return Services(config, sessions, storage, router, providers, gateway, time.time(), redactor, clients)

@@ -180,6 +180,7 @@ def _on_close(metrics: Metrics, endpoint: str | None, status: int):
                 "client": trace.client.name if trace.client is not None else None,
                 "model": trace.asked or None,
                 "served": trace.served or None,
+                "key": trace.key or None,
                 "attempts": trace.attempts,
                 "fallbacks": trace.fallbacks,
                 "upstream_ms": round(trace.upstream_ms, 2),

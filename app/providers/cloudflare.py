@@ -36,6 +36,7 @@ from app.providers.shape import (
     tool_call,
     usage,
 )
+from app.routing.cooldown import DAILY, Cooldown
 from app.sse import SSEEvent
 
 DAILY_LIMIT_CODES = frozenset({3036, 4006})  # the free 10,000 neurons a day are used up (reset 00:00 UTC)
@@ -189,7 +190,9 @@ def envelope_error(
     message = str(first.get("message") or "")
     code = first.get("code")
     if code in DAILY_LIMIT_CODES:
-        return error_for_status(429, message, model_name, retry_after=seconds_until_midnight(UTC, now))
+        reset = seconds_until_midnight(UTC, now)
+        daily = Cooldown(DAILY, reset, f"upstream code {code}: the day's free neurons are used up")
+        return error_for_status(429, message, model_name, retry_after=reset, cooldown=daily)
     if code == CAPACITY_CODE:
         status = 429
     return error_for_status(status, message, model_name, headers)

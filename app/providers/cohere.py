@@ -9,28 +9,31 @@ path instead. Errors are `{"id", "message"}`, which the base class's default alr
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import orjson
 
 from app.config import HttpConfig, ModelConfig
-from app.errors import UpstreamError, UpstreamTimeout
+from app.errors import ProxyError, UpstreamError, UpstreamTimeout
 from app.http import SessionPool
 from app.providers.base import HttpProvider, UpstreamRequest, bearer_headers
 from app.providers.shape import (
     Answer,
     ChunkWriter,
     content_text,
+    error_for_status,
     expect,
     function_tools,
     incomplete_stream,
     json_format,
+    openai_error_message,
     optional_text,
     renamed_params,
     tool_call,
     usage,
 )
+from app.routing.cooldown import DAILY, Cooldown
 from app.sse import SSEEvent
 
 FINISH_REASONS = {
@@ -189,6 +192,21 @@ def parse_chunks(events: Iterable[SSEEvent], model_name: str) -> Iterator[dict[s
         raise incomplete_stream(model_name)
 
 
+def key_cooldown(status: int, message: str) -> Cooldown | None:
+    """The key's cooldown class from a Cohere error: a trial key's monthly cap ("limited to 1000 API
+    calls / month") rests it like a spent day (no reset is named: 24 h, then one call finds out);
+    otherwise None, and the status decides (error_for_status)."""
+    if status == 429 and "/ month" in message:
+        return Cooldown(DAILY, None, "upstream 429: the trial key's monthly calls are used up")
+    return None
+
+
+def cohere_error(status: int, body: bytes, headers: Mapping[str, str], model_name: str) -> ProxyError:
+    """Cohere's `{"id", "message"}` error -> our error, with the key's cooldown."""
+    message = openai_error_message(body)
+    return error_for_status(status, message, model_name, headers, cooldown=key_cooldown(status, message))
+
+
 class Cohere(HttpProvider):
     """A model on Cohere's native v2 Chat API at `model.url`."""
 
@@ -207,3 +225,6 @@ class Cohere(HttpProvider):
 
     def parse_stream(self, events: Iterable[SSEEvent]) -> Iterator[dict[str, Any]]:
         return parse_chunks(events, self.model.name)
+
+    def parse_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> ProxyError:
+        return cohere_error(status, body, headers, self.model.name)

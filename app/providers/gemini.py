@@ -34,6 +34,7 @@ from app.providers.shape import (
     tool_call,
     usage,
 )
+from app.routing.cooldown import AUTH, DAILY, RATE, UNAVAILABLE, Cooldown
 from app.sse import SSEEvent
 
 # Gemini 3 rejects a replayed function call without its thought signature; Google documents this value
@@ -82,6 +83,7 @@ OPENAPI_SCHEMA_KEYS = frozenset(
 OPENAPI_TYPES = frozenset(("string", "number", "integer", "boolean", "array", "object"))
 
 _RETRY_IN = re.compile(r"retry in ([0-9.]+)s", re.IGNORECASE)
+_LIMIT_ZERO = re.compile(r"\blimit: 0\b")  # "Quota exceeded for metric: ..., limit: 0, model: ..."
 
 
 # --- request ----------------------------------------------------------------------------------
@@ -466,17 +468,33 @@ def _api_error(
     elif error.get("status") == "FAILED_PRECONDITION":
         # e.g. "User location is not supported": the proxy's problem, another model may serve
         return UpstreamError(f"Upstream for model {model_name} refused to serve: {message}")
-    retry_after = _retry_after(details, message, now) if status == 429 else None
-    return error_for_status(status, message, model_name, headers, retry_after=retry_after)
+    cooldown = key_cooldown(status, details, message, now)
+    retry_after = cooldown.seconds if cooldown is not None and status == 429 else None
+    return error_for_status(status, message, model_name, headers, retry_after=retry_after, cooldown=cooldown)
 
 
-def _retry_after(details: list[dict[str, Any]], message: str, now: float | None) -> float | None:
-    """Seconds to wait: until Pacific midnight for a daily quota (RetryInfo is useless there),
-    else RetryInfo's `retryDelay` ("14s", "1.5s"), else "Please retry in 14.9s." in the message."""
-    for detail in details:
-        for violation in detail.get("violations") or ():
-            if isinstance(violation, dict) and "PerDay" in str(violation.get("quotaId", "")):
-                return seconds_until_midnight(_pacific(), now)
+def key_cooldown(
+    status: int, details: list[dict[str, Any]], message: str, now: float | None = None
+) -> Cooldown | None:
+    """The key's cooldown class from a Gemini error (`status` already 401 for an API_KEY_* reason):
+    a QuotaFailure with `limit: 0` means this key's project may not use the model, a `PerDay` quota
+    id the day's quota (until Pacific midnight), any other 429 a rate (RetryInfo's delay)."""
+    if status in (401, 403):
+        return Cooldown(AUTH, None, f"upstream {status}: API key invalid, blocked or missing")
+    if status != 429:
+        return None
+    violations = [v for d in details for v in d.get("violations") or () if isinstance(v, dict)]
+    if _LIMIT_ZERO.search(message) or any(str(v.get("quotaValue")) == "0" for v in violations):
+        return Cooldown(UNAVAILABLE, None, "upstream 429 with limit 0: no quota for this model on this key")
+    if any("PerDay" in str(v.get("quotaId", "")) for v in violations):
+        reset = seconds_until_midnight(_pacific(), now)
+        return Cooldown(DAILY, reset, "upstream 429: the day's quota is spent")
+    return Cooldown(RATE, _retry_after(details, message), "upstream 429: rate limited")
+
+
+def _retry_after(details: list[dict[str, Any]], message: str) -> float | None:
+    """Seconds to wait: RetryInfo's `retryDelay` ("14s", "1.5s"), else "Please retry in 14.9s." in
+    the message (a daily quota's wait is decided in key_cooldown: RetryInfo is useless there)."""
     for detail in details:
         delay = detail.get("retryDelay")
         if isinstance(delay, str) and delay.endswith("s"):

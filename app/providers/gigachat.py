@@ -71,6 +71,7 @@ from app.providers.shape import (
     usage,
 )
 from app.redact import redact
+from app.routing.cooldown import AUTH, CREDIT, UNAVAILABLE, Cooldown
 from app.sse import SSEEvent
 
 log = logging.getLogger("ai_proxy.providers.gigachat")
@@ -575,7 +576,9 @@ class GigaChat(HttpProvider):
             message = redact(openai_error_message(response.error_body(MAX_ERROR_BODY)), self.secrets())
             if status != 429 and status < 500:
                 log.warning("GigaChat OAuth refused the credentials of %s: HTTP %s %s", name, status, message)
-                raise UpstreamAuthError(f"The proxy's credentials for model {name} were rejected")
+                refused = UpstreamAuthError(f"The proxy's credentials for model {name} were rejected")
+                refused.cooldown = Cooldown(AUTH, None, f"GigaChat OAuth {status}: credentials rejected")
+                raise refused
             raise error_for_status(status, message, name, response.headers)
         try:
             return parse_token(orjson.loads(response.read()))
@@ -611,7 +614,12 @@ class GigaChat(HttpProvider):
         if status in (401, 403):
             log.warning("GigaChat rejected the token of model %s: HTTP %s %s", name, status, message)
         if status == 402:
-            return RateLimited(f"Model {name} has used up its token package upstream")
+            spent = RateLimited(f"Model {name} has used up its token package upstream")
+            spent.cooldown = Cooldown(CREDIT, None, "upstream 402: the token package is used up")
+            return spent
+        if status == 403:  # the token is good (401 otherwise) but its scope does not cover this model
+            denied = Cooldown(UNAVAILABLE, None, "upstream 403: this key's scope does not cover the model")
+            return error_for_status(status, message, name, headers, cooldown=denied)
         if status == 404:
             return UpstreamError(f"Upstream for model {name} does not know it: {message or 'not found'}")
         return error_for_status(status, message, name, headers)

@@ -5,8 +5,9 @@
   renders the `chat.completion`; `ChunkWriter` writes the `chat.completion.chunk`s of a stream with any
   number of choices; `tool_call` is the one tool-call normaliser, `usage` the one usage builder;
   `check_completion` / `check_chunk` validate an OpenAI-shaped answer we pass through as it is;
-- errors: `error_for_status` (an upstream HTTP status -> our error), `openai_error_message` (the error
-  envelope), `answer_error` (an `error` object inside a 200), `incomplete_stream`, `malformed`;
+- errors: `error_for_status` (an upstream HTTP status -> our error, with the key's cooldown class that
+  the status alone says; adapters pass a finer one), `openai_error_message` (the error envelope),
+  `answer_error` (an `error` object inside a 200), `incomplete_stream`, `malformed`;
 - waiting: `retry_after_seconds` (headers), `seconds_until_midnight`, `seconds_until_epoch_ms`.
 
 Anything wrong with what an upstream sent raises `MalformedAnswer` (a ValueError); the transport's error
@@ -33,6 +34,7 @@ from app.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from app.routing.cooldown import AUTH, CREDIT, RATE, Cooldown
 
 # what translating a malformed upstream answer may raise (AttributeError: a method of the wrong type)
 TRANSLATION_ERRORS = (LookupError, TypeError, ValueError, AttributeError)
@@ -403,14 +405,37 @@ def error_for_status(
     model_name: str,
     headers: Mapping[str, str] | None = None,
     retry_after: float | None = None,
+    cooldown: Cooldown | None = None,
 ) -> ProxyError:
-    """Map an upstream HTTP status to our error classes."""
+    """Map an upstream HTTP status to our error classes. A failure that is the key's carries a
+    cooldown: `cooldown` when the adapter decided one, else what the status says (`status_cooldown`)."""
+    if status == 429 and retry_after is None and headers is not None:
+        retry_after = retry_after_seconds(headers)
+    error = _error_for_status(status, message, model_name, retry_after)
+    error.cooldown = cooldown if cooldown is not None else status_cooldown(status, retry_after)
+    return error
+
+
+def status_cooldown(status: int, retry_after: float | None = None) -> Cooldown | None:
+    """The key's cooldown class a status alone says: 401/403 auth, 402 credit, 429 rate."""
+    if status in (401, 403):
+        return Cooldown(AUTH, None, f"upstream {status}: key rejected")
+    if status == 402:
+        return Cooldown(CREDIT, None, "upstream 402: out of credit")
+    if status == 429:
+        return Cooldown(RATE, retry_after, "upstream 429: rate limited")
+    return None
+
+
+def _error_for_status(status: int, message: str, model_name: str, retry_after: float | None) -> ProxyError:
     detail = f": {message}" if message else ""
     if status in (401, 403):
         return UpstreamAuthError(f"The proxy's credentials for model {model_name} were rejected")
+    if status == 402:
+        return UpstreamError(
+            f"Model {model_name} is out of credit upstream{detail}", code="upstream_no_credit"
+        )
     if status == 429:
-        if retry_after is None and headers is not None:
-            retry_after = retry_after_seconds(headers)
         return RateLimited(f"Model {model_name} is rate limited upstream{detail}", retry_after=retry_after)
     if status in (408, 504):
         return UpstreamTimeout(f"Upstream for model {model_name} timed out{detail}")

@@ -319,8 +319,10 @@ def test_upstream_errors_map_to_openai_errors(
     assert UPSTREAM_KEY not in str(info.value.response.text)
     if kind == "invalid_request":
         assert "Invalid" in body["message"] or "invalid" in body["message"]
-    if kind in ("invalid_api_key", "forbidden"):
+    if kind == "invalid_api_key":
         assert "credentials for model openai/gpt-4o-mini were rejected" in body["message"]
+    if kind == "forbidden":  # OpenAI's 403 for the proxy's region: not the key's fault, so not an auth rest
+        assert "refused to serve: Country, region, or territory not supported" in body["message"]
 
 
 def test_upstream_timeout_is_504_and_drop_is_502(client, fake_openai: FakeOpenAI) -> None:

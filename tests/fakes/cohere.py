@@ -54,6 +54,7 @@ TRIAL_MESSAGE = (
 ERRORS: dict[str, tuple[int, str]] = {
     "invalid_api_token": (401, "invalid api token"),
     "trial_rate_limit": (429, TRIAL_MESSAGE),
+    "trial_monthly_limit": (429, TRIAL_MESSAGE.replace("20 API calls / minute", "1000 API calls / month")),
     "rate_limit": (429, "You are past the per minute request limit, please wait and try again later."),
     "bad_request": (
         400,

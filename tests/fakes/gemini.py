@@ -179,7 +179,7 @@ _QUOTA_MESSAGE = (
     "You exceeded your current quota, please check your plan and billing details. For more information "
     "on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits. To monitor your current "
     "usage, head to: https://ai.dev/rate-limit. \n* Quota exceeded for metric: "
-    f"{_QUOTA_METRIC}, limit: 10, model: {{model}}\n"
+    f"{_QUOTA_METRIC}, limit: {{limit}}, model: {{model}}\n"
     "Please retry in 14.925851614s."
 )
 _ERRORS: dict[str, tuple[int, str, str]] = {
@@ -219,11 +219,14 @@ def error_body(
     message: str | None = None,
     retry_delay: str | None = "14s",
     daily: bool = False,
+    limit: int = 10,
 ) -> dict[str, Any]:
     """The `google.rpc.Status` envelope of one error kind; a 429 lists QuotaFailure and RetryInfo
-    (`retry_delay=None` leaves RetryInfo out; `daily` names the per-day quota)."""
+    (`retry_delay=None` leaves RetryInfo out; `daily` names the per-day quota; `limit=0` is what a
+    project whose free tier does not include the model gets)."""
     code, status, text = _ERRORS[kind]
-    error: dict[str, Any] = {"code": code, "message": message or text.format(model=model), "status": status}
+    text = text.format(model=model, limit=limit)
+    error: dict[str, Any] = {"code": code, "message": message or text, "status": status}
     if kind == "bad_key":
         error["details"] = [
             {
@@ -253,7 +256,7 @@ def error_body(
                         "quotaMetric": _QUOTA_METRIC,
                         "quotaId": f"GenerateRequestsPer{period}PerProjectPerModel-FreeTier",
                         "quotaDimensions": {"location": "global", "model": model},
-                        "quotaValue": "10",
+                        "quotaValue": str(limit),
                     }
                 ],
             },

@@ -17,8 +17,10 @@ import itertools
 import json
 import re
 import struct
+import threading
 import time
 import zlib
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -32,6 +34,7 @@ __all__ = [
     "ErrorKind",
     "FakeOpenAI",
     "Flavor",
+    "KeyPoolFake",
     "chat_completion",
     "error_body",
     "error_response",
@@ -56,6 +59,7 @@ ErrorKind = Literal[
     "model_not_found",
     "request_too_large",
     "rate_limit",
+    "daily_limit",
     "insufficient_quota",
     "upstream_rate_limit",
     "server_error",
@@ -83,6 +87,7 @@ ERROR_STATUS: dict[str, int] = {
     "model_not_found": 404,
     "request_too_large": 413,
     "rate_limit": 429,
+    "daily_limit": 429,
     "insufficient_quota": 429,
     "upstream_rate_limit": 429,
     "server_error": 500,
@@ -532,6 +537,13 @@ _GROQ_ERRORS: dict[str, tuple[str, str, str | None]] = {
         "tokens",
         "rate_limit_exceeded",
     ),
+    "daily_limit": (
+        "Rate limit reached for model `{model}` in organization `org_01kfyrtjdmf3k81g2yd2rdaf00` service tier"
+        " `on_demand` on requests per day (RPD): Limit 14400, Used 14400, Requested 1. Please try again in"
+        " {retry_after}s. Need more tokens? Upgrade to Dev Tier today at https://console.groq.com/settings/billing",
+        "requests",
+        "rate_limit_exceeded",
+    ),
     "server_error": ("Internal Server Error", "internal_server_error", None),
     "bad_gateway": ("Bad Gateway", "internal_server_error", None),
     "overloaded": ("Service Unavailable", "internal_server_error", None),
@@ -580,6 +592,18 @@ _OPENROUTER_ERRORS: dict[str, tuple[str, dict[str, Any] | None, bool]] = {
         },
         True,
     ),
+    "daily_limit": (
+        "Rate limit exceeded: free-models-per-day. Add 10 credits to unlock 1000 free model requests per day",
+        {
+            "headers": {
+                "X-RateLimit-Limit": "50",
+                "X-RateLimit-Remaining": "0",
+                "X-RateLimit-Reset": "{reset_ms}",
+            },
+            "provider_name": None,
+        },
+        True,
+    ),
     "upstream_rate_limit": (
         "Provider returned error",
         {
@@ -623,7 +647,12 @@ def error_body(
     `model`, `api_key` (shown masked, as OpenAI does) and `retry_after` fill the message templates;
     `message` replaces the message outright.
     """
-    fields = {"model": model, "api_key": _mask(api_key), "retry_after": _seconds(retry_after)}
+    fields = {
+        "model": model,
+        "api_key": _mask(api_key),
+        "retry_after": _seconds(retry_after),
+        "reset_ms": str(int((time.time() + retry_after) * 1000)),
+    }
     if flavor == "openrouter":
         if kind not in _OPENROUTER_ERRORS:
             raise ValueError(f"openrouter has no {kind!r} error")
@@ -678,7 +707,7 @@ def error_response(
     Rate limits carry `retry-after` (default 20 s; OpenRouter's only when given) and the flavor's
     rate-limit headers with nothing remaining.
     """
-    is_rate_limit = kind in ("rate_limit", "upstream_rate_limit")
+    is_rate_limit = kind in ("rate_limit", "daily_limit", "upstream_rate_limit")
     wait = retry_after if retry_after is not None else 20
     out: dict[str, str] = {"x-request-id": f"req_fake{next(_ids):06d}"}
     if flavor == "openrouter":
@@ -922,3 +951,51 @@ class FakeOpenAI(FakeServer):
             {"id": m, "object": "model", "created": 1686935002, "owned_by": "system"} for m in self.models
         ]
         return Behavior(json={"object": "list", "data": data})
+
+
+class KeyPoolFake(FakeOpenAI):
+    """An OpenAI-compatible upstream that keeps each key's own quota, as real providers do: a key in
+    `keys` may make `requests_per_minute` chat requests in any 60 s (one more gets the flavor's 429),
+    any other key gets the 401, and a key with a model in `no_access` gets the 404 `model_not_found`
+    for it. `calls[key]` counts every chat request a key made, `refusals[key, status]` its errors."""
+
+    def __init__(
+        self,
+        keys: Sequence[str],
+        *,
+        requests_per_minute: int,
+        no_access: dict[str, Sequence[str]] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(api_key=None, **kwargs)
+        self.keys = set(keys)
+        self.requests_per_minute = requests_per_minute
+        self.no_access = {key: set(models) for key, models in (no_access or {}).items()}
+        self.calls: Counter[str] = Counter()
+        self.refusals: Counter[tuple[str, int]] = Counter()
+        self._admitted: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def before(self, req: Recorded, route: Route) -> Behavior | None:
+        answer = super().before(req, route)
+        if answer is not None or route.name != "chat":
+            return answer
+        key = req.headers.get("Authorization", "").removeprefix("Bearer ")
+        model = req.json["model"]
+        now = time.monotonic()
+        with self._lock:
+            self.calls[key] += 1
+            admitted = [t for t in self._admitted.get(key, ()) if t > now - 60]
+            if key not in self.keys:
+                answer = error_response("invalid_api_key", flavor=self.flavor, api_key=key)
+            elif model in self.no_access.get(key, ()):
+                answer = error_response("model_not_found", flavor=self.flavor, model=model)
+            elif len(admitted) >= self.requests_per_minute:
+                wait = 60 - (now - admitted[0])
+                answer = error_response("rate_limit", flavor=self.flavor, retry_after=wait)
+            else:
+                admitted.append(now)
+            self._admitted[key] = admitted
+            if answer is not None:
+                self.refusals[key, answer.status] += 1
+        return answer

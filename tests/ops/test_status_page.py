@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import free_port
-from tests.ops.conftest import FAST_ENV, chat_body, config, get, model, stream
+from tests.ops.conftest import FAST_ENV, UPSTREAM_KEY, chat_body, config, get, model, stream
 
 pytestmark = pytest.mark.e2e
 
@@ -70,6 +70,14 @@ def test_status_page_renders_models_in_chromium(gunicorn_server, fake_openai, tm
         model(fake_openai.chat_url, "gemini/gemini-2.5-flash", requests_per_day=250),
         model(refused, "openrouter/deepseek/deepseek-r1:free", priority=0, requests_per_day=50),
         model(fake_openai.chat_url, "cohere/command-a", token="${COHERE_API_KEY}"),  # disabled
+        {  # a key pool: the fake knows only the first key, so the second rests (auth) after one call
+            **{
+                k: v
+                for k, v in model(fake_openai.chat_url, "groq/pooled", group="POOL").items()
+                if k != "token"
+            },
+            "keys": [UPSTREAM_KEY, "sk-status-page-unknown-key"],
+        },
         routing={"cooldown_seconds": 120},
     )
     # No client keys: the page can read /v1/quota straight away.
@@ -79,6 +87,8 @@ def test_status_page_renders_models_in_chromium(gunicorn_server, fake_openai, tm
         assert stream(server.port, chat_body("BIG"), key="").status == 200
     for _ in range(3):
         assert stream(server.port, chat_body("SMALL"), key="").status == 200  # the first one falls back
+    for _ in range(2):
+        assert stream(server.port, chat_body("POOL"), key="").status == 200  # key #2 fails over to #1
 
     dom = chromium(f"{server.url}/status", tmp_path, "--dump-dom")
     for name in (
@@ -96,6 +106,9 @@ def test_status_page_renders_models_in_chromium(gunicorn_server, fake_openai, tm
     card = re.search(r'<article class="model disabled" data-model="cohere/command-a".*?</article>', dom, re.S)
     assert card and "Disabled: set COHERE_API_KEY" in card.group(0), dom[:3000]
     assert len(re.findall(r'class="model disabled"', dom)) == 1
+    # The pool lists its keys by name, the rejected one resting as `auth`, and never a key's value.
+    assert 'data-key="#1"' in dom and re.search(r'data-key="#2">#2: resting \(auth\)', dom), dom[:3000]
+    assert "sk-status-page-unknown-key" not in dom
 
     shot = artifacts / "status-page.png"
     shot.unlink(missing_ok=True)

@@ -41,7 +41,7 @@ def test_disabled_only_when_no_key_is_left(caplog: pytest.LogCaptureFixture) -> 
         m = parse({"EMPTY": ""}, keys=["${EMPTY}", "${UNSET}"])
     assert not m.enabled and m.keys == ()
     assert [r.getMessage() for r in caplog.records] == [
-        "model groq/a disabled: every element of its keys resolves to empty"
+        "model groq/a disabled: its keys need EMPTY (every element resolves to empty)"
     ]
 
 

@@ -68,3 +68,13 @@ def test_wrk_script_and_report_render() -> None:
     assert "| **added** sequential p50 / p99 (ms) |  | **0.800 / 1.200** |" in text
     assert "| CPU per proxied request at c64 (memory) | ≤ 1 ms | 1.2 ms | **MISSED** by 0.200 ms |" in text
     assert "| added latency p50, sequential (memory) | ≤ 1 ms | 0.8 ms | met |" in text
+
+
+def test_pool_routing_bench_spreads_over_every_model_and_key() -> None:
+    from bench import pools
+
+    config = pools.pool_config("memory")
+    assert len(config.enabled_models) == 20 and {len(m.keys) for m in config.models} == {50}
+    result = pools.measure("memory", 5)
+    assert set(result) == {"concrete p50 (ms)", "group p50 (ms)", "group - concrete (ms)"}
+    assert result["group p50 (ms)"] > 0 and result["concrete p50 (ms)"] > 0
