@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -13,11 +13,12 @@ if TYPE_CHECKING:
     from app.services import Services
 
 
-def create_app(config: Config | None = None, previous: Services | None = None) -> Flask:
+def create_app(config: Config | None = None, previous: Services | None = None, **services: Any) -> Flask:
     """The app factory: build every service from `config` (default: load it) and register the API.
 
     `previous` is the running app's services on a reload: their storage (and so the quota counts)
-    carries over. Imports are local so that `app.__version__` and the CLI stay cheap to import.
+    carries over. `services` go to `build_services` (an injected `clock` or `sleep`, for tests).
+    Imports are local so that `app.__version__` and the CLI stay cheap to import.
     """
     from flask import Flask
 
@@ -42,7 +43,7 @@ def create_app(config: Config | None = None, previous: Services | None = None) -
         setup_logging(*logs, redactor)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
-    app.extensions["ai_proxy"] = build_services(config, redactor, previous)
+    app.extensions["ai_proxy"] = build_services(config, redactor, previous, **services)
     api.register(app)
     if previous is None:
         announce(config)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
@@ -71,10 +71,17 @@ def build_providers(config: Config, sessions: SessionPool) -> dict[str, Provider
 
 
 def build_services(
-    config: Config, redactor: Redactor | None = None, previous: Services | None = None
+    config: Config,
+    redactor: Redactor | None = None,
+    previous: Services | None = None,
+    *,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> Services:
     """Sessions, storage, router, one provider per enabled model, and the gateway over them;
-    `redactor` (default: one over `config_secrets`) is shared with the log filter.
+    `redactor` (default: one over `config_secrets`) is shared with the log filter. `clock` (the
+    router's quota and cooldown time) and `sleep` (the gateway's retry waits) are injectable so
+    that tests can drive time instead of waiting for it.
 
     On a reload, `previous` lends its storage (quota counts live there, even in memory) and its
     sessions when their settings did not change; it is not closed, as in-flight answers still use it.
@@ -89,11 +96,11 @@ def build_services(
         storage,
         config.routing,
         config.breaker,
-        clock=time.time,
+        clock=clock,
         usage_days=config.server.usage_days,
         aliases=config.aliases,
     )
     providers = build_providers(config, sessions)
-    gateway = Gateway(config, router, providers, redactor=redactor)
+    gateway = Gateway(config, router, providers, redactor=redactor, sleep=sleep)
     clients = Clients(config.clients)
-    return Services(config, sessions, storage, router, providers, gateway, time.time(), redactor, clients)
+    return Services(config, sessions, storage, router, providers, gateway, clock(), redactor, clients)

@@ -1,4 +1,10 @@
-"""End-to-end harness: the real app under gunicorn, configured only through env vars (DESIGN.md).
+"""Test harness: the app in this process (`InProcessProxy`, for logic), or the real app under
+gunicorn, configured only through env vars (DESIGN.md), where the process matters.
+
+    with InProcessProxy({"models": [...]}, env={"AI_PROXY_API_KEYS": "test-key"}) as proxy:
+        proxy.openai("test-key").chat.completions.create(model="SMALL", messages=[...])
+        proxy.clock.advance(60)           # the router's time: quota windows, cooldowns, breakers
+        assert proxy.sleeps == []         # the gateway's retry waits, recorded instead of slept
 
     with GunicornServer({"models": [...]}, env={"AI_PROXY_API_KEYS": "test-key"}) as server:
         client = openai_client(server)
@@ -15,6 +21,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import http.client
+import logging
 import os
 import re
 import shutil
@@ -28,8 +35,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
 
+import httpx
 import openai
 import yaml
+
+from tests.builders import FakeClock, parsed
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _SCRUBBED = {"REDIS_URL", "PORT", "HOST", "WEB_CONCURRENCY"}
@@ -64,7 +74,9 @@ class GunicornServer:
 
     `config_yaml` is YAML text or a dict, written to a file named by `AI_PROXY_CONFIG` (None: unset).
     Nothing runs until `start()` (or `with`). Output goes to `workdir/gunicorn.log` (a private temp
-    dir, removed on stop, when `workdir` is None).
+    dir, removed on stop, when `workdir` is None); Prometheus' multiprocess files to
+    `workdir/prometheus` unless `env` names a `PROMETHEUS_MULTIPROC_DIR` (None: let gunicorn.conf.py
+    make its own). Leaving `with` kills the server (`kill()`): a test of shutdown calls `stop()`.
     """
 
     def __init__(
@@ -99,6 +111,7 @@ class GunicornServer:
             "HOST": "127.0.0.1",
             "PORT": str(self.port),
             "WEB_CONCURRENCY": str(workers),
+            "PROMETHEUS_MULTIPROC_DIR": str(self.workdir / "prometheus"),
         }
         if threads is not None:
             settings["AI_PROXY_THREADS"] = str(threads)
@@ -147,6 +160,7 @@ class GunicornServer:
         proc = self._proc
         if proc is None:
             return None
+        members = self.pids()
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc.pid, sig)
@@ -156,21 +170,27 @@ class GunicornServer:
                 self._kill_group()
                 proc.wait(5)
         self._kill_group()
+        _wait_gone(members, 5)  # a SIGKILLed process takes a moment to die on a busy machine
         _live.discard(self)
         if self._own_workdir and self.workdir.exists():
             self._final_log = self.log_text()
             shutil.rmtree(self.workdir, ignore_errors=True)
         return proc.returncode
 
+    def kill(self) -> int | None:
+        """SIGKILL the whole process group at once: the quick end of a test that is done with the
+        server (a graceful stop waits for idle keep-alive connections, seconds per server)."""
+        return self.stop(signal.SIGKILL, timeout=5)
+
     def __enter__(self) -> Self:
         try:
             return self.start()
         except BaseException:
-            self.stop(signal.SIGKILL)
+            self.kill()
             raise
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.kill()
 
     # -- inspection -----------------------------------------------------------------------------
 
@@ -236,6 +256,21 @@ class GunicornServer:
             os.killpg(self.pid, signal.SIGKILL)
 
 
+def _wait_gone(pids: list[int], timeout: float) -> None:
+    """Wait until none of `pids` runs any more (gone, or a zombie), at most `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 def _children(pid: int) -> list[int]:
     """Direct children of `pid`, read from /proc."""
     found = []
@@ -281,3 +316,83 @@ def openai_client(server: Any, api_key: str = "test-key", **kwargs: Any) -> open
     kwargs.setdefault("timeout", 10.0)
     kwargs.setdefault("max_retries", 0)
     return openai.OpenAI(base_url=base_url, api_key=api_key, **kwargs)
+
+
+class LogCapture(logging.Handler):
+    """Every line the `ai_proxy` loggers write, formatted as the app formats them."""
+
+    def __init__(self, formatter: logging.Formatter | None) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(formatter or logging.Formatter("%(name)s %(levelname)s %(message)s"))
+        self.lines: list[str] = []
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        self.lines.append(self.format(record))
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+class InProcessProxy:
+    """The app that `create_app` builds from `config_yaml` (a mapping) and `env`, in this process.
+
+    `client` is Flask's test client; `openai(key)` an `openai.OpenAI` that talks to the app through
+    httpx's WSGI transport (streams are read lazily, as over a socket). The router runs on `clock`
+    (a `FakeClock` at the real time of day unless given), and the gateway's retry waits are recorded
+    in `sleeps` and advance the clock instead of sleeping. `log` holds the app's log lines.
+    """
+
+    def __init__(
+        self,
+        config_yaml: Mapping[str, Any],
+        env: Mapping[str, str] | None = None,
+        *,
+        clock: FakeClock | None = None,
+    ) -> None:
+        from app import create_app
+
+        self.config = parsed(config_yaml, env)
+        self.clock = clock or FakeClock(time.time())
+        self.sleeps: list[float] = []
+        self.app = create_app(self.config, clock=self.clock, sleep=self._sleep)
+        self.app.testing = True
+        self.client = self.app.test_client()
+        # The app's log lines go to `log` instead of stderr (formatted the same way).
+        logger = logging.getLogger("ai_proxy")
+        self.log = LogCapture(logger.handlers[0].formatter if logger.handlers else None)
+        for handler in list(logger.handlers):
+            for log_filter in handler.filters:  # the redaction of every line
+                self.log.addFilter(log_filter)
+            logger.removeHandler(handler)
+            handler.close()
+        logger.addHandler(self.log)
+        self._http_clients: list[httpx.Client] = []
+
+    @property
+    def services(self) -> Any:
+        return self.app.extensions["ai_proxy"]
+
+    def _sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.clock.advance(seconds)
+
+    def openai(self, api_key: str = "test-key", **kwargs: Any) -> openai.OpenAI:
+        """An `openai.OpenAI` bound to this app: no retries, no network."""
+        wsgi = httpx.Client(transport=httpx.WSGITransport(app=self.app), base_url="http://proxy.test")
+        self._http_clients.append(wsgi)
+        kwargs.setdefault("max_retries", 0)
+        return openai.OpenAI(base_url="http://proxy.test/v1", api_key=api_key, http_client=wsgi, **kwargs)
+
+    def close(self) -> None:
+        logging.getLogger("ai_proxy").removeHandler(self.log)
+        for transport in self._http_clients:
+            transport.close()
+        self.services.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

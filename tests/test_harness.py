@@ -108,7 +108,7 @@ def test_stop_kills_the_group_when_shutdown_hangs(toy_dir: Path) -> None:
     time.sleep(0.2)  # let the request reach the worker
     started = time.monotonic()
     assert srv.stop(timeout=0.5) == -9
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 10  # the hung request would take 30 s
     assert not any(_alive(pid) for pid in pids)
 
 

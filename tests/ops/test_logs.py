@@ -55,7 +55,7 @@ def test_json_logs_tell_the_story_and_keep_secrets(gunicorn_server, fake_openai)
     def access_lines():
         return [e for e in entries(server.log_text()) if e["logger"] == "ai_proxy.access"]
 
-    assert wait_until(lambda: len(access_lines()) >= 9, 3)
+    assert wait_until(lambda: len(access_lines()) >= 9, 15)
     log = server.log_text()
     for secret in (CLIENT_KEY, WRONG_KEY, UPSTREAM_KEY, UPSTREAM_KEY[-8:], "PURPLE-ELEPHANT"):
         assert secret not in log, f"{secret!r} leaked into the log"

@@ -16,7 +16,7 @@ from app.config import parse_config
 from app.gateway import Trace
 from app.metrics import Metrics
 from tests.fakes.openai import FakeOpenAI
-from tests.harness import free_port
+from tests.harness import InProcessProxy, free_port
 from tests.ops.conftest import CLIENT_KEY, FAST_ENV, chat_body, config, get, model, stream, wait_until
 
 CHAT = "chat.chat_completions"
@@ -25,7 +25,11 @@ CHAT = "chat.chat_completions"
 def scrape(port: int, key: str | None = CLIENT_KEY) -> dict[tuple[str, tuple], float]:
     status, headers, body = get(port, "/metrics", key=key)
     assert status == 200, body
-    assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    return parse_samples(headers["Content-Type"], body)
+
+
+def parse_samples(content_type: str, body: bytes) -> dict[tuple[str, tuple], float]:
+    assert content_type.startswith("text/plain; version=0.0.4")
     samples = {}
     for family in text_string_to_metric_families(body.decode()):
         for sample in family.samples:
@@ -72,7 +76,7 @@ def test_metrics_sum_every_worker_and_read_shared_quota(gunicorn_server, redis_u
             return all(requests_count(scrape(server.port), "fake/up") == 25 for _ in range(6))
 
         # The access hook runs when the response is closed, just after the client saw [DONE].
-        assert wait_until(served_everywhere, 3)
+        assert wait_until(served_everywhere, 15)
         samples = scrape(server.port)
         assert value(samples, "ai_proxy_fallbacks_total", requested="SMALL") == 1
         assert (
@@ -108,28 +112,35 @@ def test_metrics_sum_every_worker_and_read_shared_quota(gunicorn_server, redis_u
 
         # A worker that dies keeps its counts; gunicorn's child_exit hook tidies its live files.
         os.kill(workers[0], signal.SIGKILL)
-        assert wait_until(lambda: len(server.pids()) == 3 and workers[0] not in server.pids(), 10)
+        assert wait_until(lambda: len(server.pids()) == 3 and workers[0] not in server.pids(), 20)
         assert all(requests_count(scrape(server.port), "fake/up") == 25 for _ in range(4))
 
 
-@pytest.mark.e2e
-def test_metrics_need_a_client_key_unless_public(gunicorn_server, fake_openai):
-    private = gunicorn_server(config(model(fake_openai.chat_url, "fake/up")), env=FAST_ENV)
-    status, headers, _ = get(private.port, "/metrics", key=None)
-    assert status == 401 and headers["WWW-Authenticate"] == "Bearer"
-    assert get(private.port, "/metrics", key="wrong")[0] == 401
-    assert "ai_proxy_quota_limit" in str(scrape(private.port))
+def app_scrape(proxy: InProcessProxy, key: str | None = CLIENT_KEY) -> dict[tuple[str, tuple], float]:
+    answer = proxy.client.get("/metrics", headers={"Authorization": f"Bearer {key}"} if key else {})
+    assert answer.status_code == 200, answer.get_data()
+    return parse_samples(answer.headers["Content-Type"], answer.get_data())
+
+
+def test_metrics_need_a_client_key_unless_public(in_process, fake_openai, monkeypatch):
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    private = in_process(config(model(fake_openai.chat_url, "fake/up")), env=FAST_ENV)
+    missing = private.client.get("/metrics")
+    assert missing.status_code == 401 and missing.headers["WWW-Authenticate"] == "Bearer"
+    assert private.client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert "ai_proxy_quota_limit" in str(app_scrape(private))
 
     public_cfg = config(model(fake_openai.chat_url, "fake/up"), server={"metrics_public": True})
-    public = gunicorn_server(public_cfg, env=FAST_ENV)
-    samples = scrape(public.port, key=None)
+    public = in_process(public_cfg, env=FAST_ENV)
+    samples = app_scrape(public, key=None)
     assert value(samples, "ai_proxy_quota_limit", model="fake/up", window="requests_per_minute") == 1000
-    assert get(public.port, "/v1/quota", key=None)[0] == 401  # only /metrics became public
+    assert public.client.get("/v1/quota").status_code == 401  # only /metrics became public
 
 
 @pytest.mark.e2e
 def test_the_made_up_metrics_dir_is_removed_on_exit(gunicorn_server, fake_openai):
-    server = gunicorn_server(config(model(fake_openai.chat_url, "fake/up")), env=FAST_ENV)
+    env = {**FAST_ENV, "PROMETHEUS_MULTIPROC_DIR": None}  # no dir given: gunicorn.conf.py makes one
+    server = gunicorn_server(config(model(fake_openai.chat_url, "fake/up")), env=env)
     assert stream(server.port, chat_body("fake/up")).status == 200
     # The worker maps its metric files: that is where the dir made by gunicorn.conf.py shows.
     maps = Path(f"/proc/{server.pids()[1]}/maps").read_text()
@@ -174,16 +185,17 @@ def test_client_chosen_names_do_not_become_labels(monkeypatch):
 
 
 def test_observe_is_cheap(monkeypatch):
-    """The hot-path cost: bound children, a few increments (a generous bound for slow CI)."""
+    """The hot-path cost: bound children, a few increments (CPU time, with a generous bound)."""
     metrics = _metrics(monkeypatch)
     trace = Trace(
         asked="SMALL", served="fake/up", provider="openai", attempts=1, upstream_ms=120.0, first_token_ms=80.0
     )
     metrics.observe(CHAT, 200, trace)
     rounds = 20_000
-    started = time.perf_counter()
+    # This thread's CPU time, not the wall clock: other processes keeping the cores busy do not count.
+    started = time.thread_time()
     for _ in range(rounds):
         metrics.observe(CHAT, 200, trace)
-    per_call_us = (time.perf_counter() - started) / rounds * 1e6
+    per_call_us = (time.thread_time() - started) / rounds * 1e6
     print(f"Metrics.observe: {per_call_us:.2f} µs per request (in process)")
     assert per_call_us < 50

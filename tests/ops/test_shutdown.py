@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.ops.conftest import FAST_ENV, chat_body, config, get, model, stream, wait_until
+from tests.ops.conftest import FAST_ENV, chat_body, config, connect_refused, get, model, stream, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -27,28 +27,28 @@ def _late_request(port: int) -> int | str:
 
 
 def test_sigterm_lets_in_flight_streams_and_answers_finish(gunicorn_server, fake_openai, record_property):
-    env = {**FAST_ENV, "AI_PROXY_GRACEFUL_TIMEOUT": "8"}
+    env = {**FAST_ENV, "AI_PROXY_GRACEFUL_TIMEOUT": "30"}
     server = gunicorn_server(config(model(fake_openai.chat_url, "fake/concrete")), env=env)
     # Each stream takes ~3 s (10 pieces, 0.3 s apart); one plain answer takes 2 s to come.
     fake_openai.set_default("chat", fake_openai.reply(content=PIECES, chunk_delay=0.3))
     with ThreadPoolExecutor(4) as pool:
         streams = [pool.submit(stream, server.port, chat_body("fake/concrete"), timeout=30) for _ in range(3)]
-        assert wait_until(lambda: len(fake_openai.chat_requests) == 3, 5)
+        assert wait_until(lambda: len(fake_openai.chat_requests) == 3, 15)
         fake_openai.push_chat(delay=2.0)
         plain = pool.submit(stream, server.port, {**chat_body("fake/concrete"), "stream": False}, timeout=30)
-        assert wait_until(lambda: len(fake_openai.chat_requests) == 4, 5)
-        assert wait_until(lambda: all(len(r.sent_at) >= 2 for r in fake_openai.chat_requests[:3]), 5)
+        assert wait_until(lambda: len(fake_openai.chat_requests) == 4, 15)
+        assert wait_until(lambda: all(len(r.sent_at) >= 2 for r in fake_openai.chat_requests[:3]), 15)
 
         sigterm = time.monotonic()
-        stopper = threading.Thread(target=server.stop, kwargs={"sig": signal.SIGTERM, "timeout": 15})
+        stopper = threading.Thread(target=server.stop, kwargs={"sig": signal.SIGTERM, "timeout": 40})
         stopper.start()
-        # No new request is answered any more. (The workers stop calling accept(); until they exit,
-        # the kernel may still complete a handshake, but the request is never served.)
-        time.sleep(0.3)
+        # No new request is answered any more: the listening socket is closed (a condition waited
+        # for, not a guessed delay) while the streams still run.
+        assert wait_until(lambda: connect_refused(server.port), 15)
         late = pool.submit(_late_request, server.port)
         results = [f.result(timeout=20) for f in streams]
         plain_result = plain.result(timeout=20)
-        stopper.join(20)
+        stopper.join(45)
         exited_after = time.monotonic() - sigterm
         late_outcome = late.result(timeout=20)
 
@@ -67,7 +67,8 @@ def test_sigterm_lets_in_flight_streams_and_answers_finish(gunicorn_server, fake
     record_property("shutdown", timings)
     print("graceful shutdown:", timings)
     assert last_stream_end > 1.5  # the streams really were still running after SIGTERM
-    assert exited_after < 8  # well within graceful_timeout: nothing left, the master went
+    # Once nothing is left the master goes, far sooner than graceful_timeout (30 s).
+    assert exited_after < 20
 
 
 def test_stream_longer_than_graceful_timeout_is_cut_visibly(gunicorn_server, fake_openai, record_property):
@@ -75,7 +76,7 @@ def test_stream_longer_than_graceful_timeout_is_cut_visibly(gunicorn_server, fak
     never a stream that ends as if it were complete."""
     env = {**FAST_ENV, "AI_PROXY_GRACEFUL_TIMEOUT": "2"}
     server = gunicorn_server(config(model(fake_openai.chat_url, "fake/concrete")), env=env)
-    fake_openai.push_chat(content=[f" w{i}" for i in range(40)], chunk_delay=0.25)  # ~10 s
+    fake_openai.push_chat(content=[f" w{i}" for i in range(120)], chunk_delay=0.25)  # ~30 s
     with ThreadPoolExecutor(1) as pool:
         running = pool.submit(stream, server.port, chat_body("fake/concrete"), timeout=30)
         assert wait_until(
@@ -86,7 +87,8 @@ def test_stream_longer_than_graceful_timeout_is_cut_visibly(gunicorn_server, fak
         exited_after = time.monotonic() - sigterm
         result = running.result(timeout=15)
     record_property("cut_after_graceful_timeout_s", round(exited_after, 2))
-    assert 1.8 < exited_after < 4.5, exited_after
+    # Cut after graceful_timeout (2 s), long before the stream's own end (~30 s).
+    assert 1.8 < exited_after < 15, exited_after
     assert result.content  # it was streaming
     assert "[DONE]" not in result.datas
     assert not result.complete

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import free_port
-from tests.ops.conftest import FAST_ENV, UPSTREAM_KEY, chat_body, config, get, model, stream
+from tests.ops.conftest import FAST_ENV, UPSTREAM_KEY, chat_body, config, model, stream
 
 pytestmark = pytest.mark.e2e
 
@@ -45,11 +45,12 @@ def chromium(url: str, tmp_path: Path, *extra: str, budget_ms: int = 4000) -> st
     return done.stdout
 
 
-def test_status_page_is_public_and_self_contained(gunicorn_server, fake_openai):
-    server = gunicorn_server(config(model(fake_openai.chat_url, "fake/up")), env=FAST_ENV)
-    status, headers, body = get(server.port, "/status", key=None)
-    assert status == 200 and headers["Content-Type"].startswith("text/html")
-    page = body.decode()
+def test_status_page_is_public_and_self_contained(in_process, fake_openai):
+    proxy = in_process(config(model(fake_openai.chat_url, "fake/up")), env=FAST_ENV)
+    answer = proxy.client.get("/status")
+    headers = answer.headers
+    assert answer.status_code == 200 and headers["Content-Type"].startswith("text/html")
+    page = answer.get_data(as_text=True)
     assert "/v1/quota" in page and "sessionStorage" in page
     # No external assets: nothing is loaded from another origin.
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)

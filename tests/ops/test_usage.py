@@ -1,5 +1,5 @@
 """`stream_options.include_usage` gives a final usage chunk for every provider, and a stream's real
-usage always settles the token quota (asked for or not)."""
+usage always settles the token quota (asked for or not). In process, over every provider's fake."""
 
 from __future__ import annotations
 
@@ -18,9 +18,8 @@ from tests.fakes.cohere import FakeCohere
 from tests.fakes.gemini import FakeGemini
 from tests.fakes.gigachat import FakeGigaChat
 from tests.fakes.openai import FakeOpenAI
-from tests.ops.conftest import FAST_ENV, chat_body, get, stream
-
-pytestmark = pytest.mark.e2e
+from tests.harness import InProcessProxy
+from tests.ops.conftest import CLIENT_KEY, FAST_ENV, app_stream, chat_body
 
 TOKENS_PER_MINUTE = 100_000
 
@@ -91,18 +90,16 @@ def models(f: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def proxy(upstreams, tmp_path_factory) -> Iterator[Any]:
-    from tests.harness import GunicornServer
-
+def proxy(upstreams) -> Iterator[InProcessProxy]:
     cfg = {
         "models": [
             {**m, **{"requests_per_minute": 1000, "tokens_per_minute": TOKENS_PER_MINUTE}}
             for m in models(upstreams)
-        ]
+        ],
+        "server": {"heartbeat_seconds": 1},
     }
-    cfg["server"] = {"heartbeat_seconds": 1}
-    with GunicornServer(cfg, env=FAST_ENV, workdir=tmp_path_factory.mktemp("usage")) as server:
-        yield server
+    with InProcessProxy(cfg, env=FAST_ENV) as proxy:
+        yield proxy
 
 
 MODELS = [
@@ -116,18 +113,18 @@ MODELS = [
 ]
 
 
-def tokens_used(port: int, name: str) -> int:
-    status, _, body = get(port, "/v1/quota")
-    assert status == 200
-    (entry,) = [m for m in orjson.loads(body)["data"] if m["name"] == name]
+def tokens_used(proxy: InProcessProxy, name: str) -> int:
+    answer = proxy.client.get("/v1/quota", headers={"Authorization": f"Bearer {CLIENT_KEY}"})
+    assert answer.status_code == 200
+    (entry,) = [m for m in orjson.loads(answer.get_data())["data"] if m["name"] == name]
     (window,) = [w for w in entry["windows"] if w["window"] == "tokens_per_minute"]
     return window["used"]
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_include_usage_gives_a_final_usage_chunk_and_settles_tokens(proxy, name):
-    before = tokens_used(proxy.port, name)
-    result = stream(proxy.port, chat_body(name, stream_options={"include_usage": True}))
+    before = tokens_used(proxy, name)
+    result = app_stream(proxy, chat_body(name, stream_options={"include_usage": True}))
     assert result.status == 200 and result.errors == [] and result.content
     *chunks, done = result.datas
     assert done == "[DONE]"
@@ -137,7 +134,7 @@ def test_include_usage_gives_a_final_usage_chunk_and_settles_tokens(proxy, name)
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] > 0
     assert not any(c.get("usage") for c in chunks[:-1] if c["choices"] == [])
     # The reservation's estimate was replaced by what the upstream reported.
-    assert tokens_used(proxy.port, name) - before == usage["total_tokens"]
+    assert tokens_used(proxy, name) - before == usage["total_tokens"]
 
 
 @pytest.mark.parametrize(
@@ -146,9 +143,9 @@ def test_include_usage_gives_a_final_usage_chunk_and_settles_tokens(proxy, name)
     + [(name, {"stream_options": {"include_usage": False}}) for name in MODELS],
 )
 def test_usage_settles_tokens_even_when_the_client_did_not_ask(proxy, name, options):
-    reference = stream(proxy.port, chat_body(name, stream_options={"include_usage": True})).datas[-2]["usage"]
-    before = tokens_used(proxy.port, name)
-    result = stream(proxy.port, chat_body(name, **options))
+    reference = app_stream(proxy, chat_body(name, stream_options={"include_usage": True})).datas[-2]["usage"]
+    before = tokens_used(proxy, name)
+    result = app_stream(proxy, chat_body(name, **options))
     assert result.status == 200 and result.errors == [] and result.content
     assert not [d for d in result.datas if isinstance(d, dict) and d.get("choices") == []], options
-    assert tokens_used(proxy.port, name) - before == reference["total_tokens"]
+    assert tokens_used(proxy, name) - before == reference["total_tokens"]
