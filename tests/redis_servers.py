@@ -35,7 +35,8 @@ def free_port(bus: bool = False) -> int:
             return port
 
 
-def _wait(check, what: str) -> None:
+def _wait(check, what: str, processes: list[subprocess.Popen[bytes]]) -> None:
+    """Until `check()` holds; fails at once when a server has exited (its log is in the workdir)."""
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         try:
@@ -43,6 +44,9 @@ def _wait(check, what: str) -> None:
                 return
         except redis.RedisError:
             pass
+        for process in processes:
+            if process.poll() is not None:
+                raise RuntimeError(f"{what}: a redis-server exited ({process.returncode}); see its .log")
         if time.monotonic() > deadline:
             raise RuntimeError(f"{what} did not start within {START_TIMEOUT:.0f} s")
         time.sleep(0.02)
@@ -79,7 +83,7 @@ class LocalRedis:
         nodes = [redis.Redis(port=port, socket_timeout=1) for port in ports]
         try:
             for node in nodes:
-                _wait(node.ping, "a cluster node")
+                _wait(node.ping, "a cluster node", self.processes)
             for i, node in enumerate(nodes):
                 node.execute_command(
                     "CLUSTER ADDSLOTSRANGE", SLOTS * i // masters, SLOTS * (i + 1) // masters - 1
@@ -93,7 +97,7 @@ class LocalRedis:
                     i["cluster_state"] == "ok" and int(i["cluster_known_nodes"]) == masters for i in infos
                 )
 
-            _wait(ready, "the cluster")
+            _wait(ready, "the cluster", self.processes)
         finally:
             for node in nodes:
                 node.close()
@@ -120,7 +124,7 @@ class LocalRedis:
         url = f"rediss://127.0.0.1:{port}/0?ssl_cert_reqs=none"
         client = redis.Redis.from_url(url, socket_timeout=1)
         try:
-            _wait(client.ping, "the TLS server")
+            _wait(client.ping, "the TLS server", self.processes)
         finally:
             client.close()
         return url
