@@ -19,6 +19,8 @@ from app import providers
 log = logging.getLogger("ai_proxy.config")
 
 REASONING_MODES = ("split", "strip", "keep")
+# `storage` URLs: one Redis server (plain, TLS, socket), then any node of a Redis Cluster.
+STORAGE_SCHEMES = ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
 SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "config.yaml"  # the one that ships
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -162,8 +164,10 @@ class Config:
 
     @property
     def storage_label(self) -> str:
-        """Either memory or redis: never the URL, which may hold a password."""
-        return "memory" if self.storage == "memory" else "redis"
+        """memory, redis or redis cluster: never the URL, which may hold a password."""
+        if self.storage == "memory":
+            return "memory"
+        return "redis cluster" if self.storage.startswith(STORAGE_SCHEMES[-2:]) else "redis"
 
     def summary(self) -> str:
         """One line: how many models and groups are enabled, and which variables would enable the rest."""
@@ -300,8 +304,11 @@ def parse_config(raw: Any, environ: Mapping[str, str], source: str = "config.yam
 
     storage = environ.get("AI_PROXY_STORAGE") or environ.get("REDIS_URL") or raw.get("storage") or "memory"
     storage = str(storage).strip()
-    if storage != "memory" and not storage.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(f"{source}: field 'storage': must be 'memory' or a redis:// URL")
+    if storage != "memory" and not storage.startswith(STORAGE_SCHEMES):
+        raise ConfigError(
+            f"{source}: field 'storage': must be 'memory' or a redis://, rediss://, unix:// or"
+            " redis+cluster:// (rediss+cluster://) URL"
+        )
 
     log_level = (environ.get("AI_PROXY_LOG_LEVEL") or "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):

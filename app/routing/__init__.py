@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import re
 
-from redis.exceptions import RedisError
-
 from app.config import ConfigError
 from app.routing.cooldown import Cooldown
 from app.routing.limits import estimate_tokens
 from app.routing.memory import MemoryStorage
-from app.routing.redis_storage import RedisStorage
+from app.routing.redis_storage import CLUSTER_SCHEMES, STORAGE_ERRORS, RedisClusterStorage, RedisStorage
 from app.routing.router import ClientCharge, Reservation, Router
 from app.routing.storage import ClientPlan, Storage, UsageRow
 
@@ -19,6 +17,7 @@ __all__ = [
     "ClientPlan",
     "Cooldown",
     "MemoryStorage",
+    "RedisClusterStorage",
     "RedisStorage",
     "Reservation",
     "Router",
@@ -30,13 +29,16 @@ __all__ = [
 
 
 def create_storage(url: str, namespace: str = "ai-proxy") -> Storage:
-    """`memory`, or a Redis URL that must answer now (else ConfigError, one line, no password)."""
+    """`memory`, or a Redis URL (a server, or with `redis+cluster://` any node of a cluster) that
+    must answer now (else ConfigError, one line, no password)."""
     if url == "memory":
         return MemoryStorage()
-    where = re.sub(r"//[^/@]*@", "//***@", url)
+    where = re.sub(r"//[^/@]*@", "//***@", url.split("?")[0])
+    kind = RedisClusterStorage if url.partition("://")[0] in CLUSTER_SCHEMES else RedisStorage
     try:
-        storage = RedisStorage.from_url(url, namespace)
+        storage = kind.from_url(url, namespace)
         storage.ping()
-    except (RedisError, ValueError) as exc:
-        raise ConfigError(f"storage: Redis not reachable at {where}: {exc}") from None
+    except (*STORAGE_ERRORS, ValueError, TypeError) as exc:  # TypeError: an option redis-py lacks
+        reason = " ".join(str(exc).split())
+        raise ConfigError(f"storage: Redis not reachable at {where}: {reason}") from None
     return storage

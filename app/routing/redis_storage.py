@@ -8,7 +8,10 @@ by time), `win:{slot}` each window's cursor and token sum, `slot:{slot}` its res
 each of its slots' last use (one read ranks them all). Per key value: `key:{id}` its rest and trial
 lease. Per client: `clog:{name}` and `cwin:{name}`, its windows as a slot's. Per UTC day:
 `usage:{day}` each client's requests and tokens per model. pybreaker keeps its own
-`{ns}:breaker:{name}:*`.
+`{ns}:breaker:{name}:*` (single-key commands only, so on a cluster they may live anywhere).
+
+RedisClusterStorage runs the same scripts on a Redis Cluster: with every quota key in the slot of
+"{quota}", one node carries a proxy's quota and each script runs there whole.
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ from typing import Any, TypeVar
 import redis
 from pybreaker import STATE_CLOSED, CircuitBreakerStorage, CircuitRedisStorage
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.commands.core import Script
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
@@ -48,6 +52,10 @@ T = TypeVar("T")
 USAGE_FIELDS = ("r", "p", "c")  # requests, prompt tokens, completion tokens
 KEY_TTL_MS = 2 * 86400 * 1000  # longer than any window; idle models' keys expire (rests: longer)
 MAX_CONNECTIONS = 64  # per process; a reservation holds one for a single round trip
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}  # ours: redis-py's own
+# What a client raises when storage fails: redis-py's cluster client also raises errors (no node
+# reachable, a slot no node serves) outside RedisError.
+STORAGE_ERRORS = (RedisError, RedisClusterException)
 
 # Shared by the scripts that read windows. A window is brought up to its floor by subtracting the
 # tokens of entries that left it; `w` is the window hash as a table, written back by `save`.
@@ -389,33 +397,46 @@ if redis.call('PTTL', k) < tonumber(ARGV[4]) then redis.call('PEXPIRE', k, ARGV[
 return 1
 """
 
-# KEYS: model hash, slot hash, log, windows, key hash, the model's last uses. ARGV: ttl, slot id,
-# then per span: id, floor. Returns {cool, why, brk, err, err_at, used, until, class, reason,
-# key until, class, reason} then per span {count, tokens, oldest}.
+# KEYS: the first slot's model hash (it routes the call in a cluster; every key the script builds
+# from the prefix shares its hash slot). ARGV: ttl, key prefix, then per slot: model name, slot id,
+# key id, span count, per span: id, floor. Returns per slot {cool, why, brk, err, err_at, used,
+# until, class, reason, key until, class, reason} then per span {count, tokens, oldest}: the whole
+# snapshot in one round trip.
 _INSPECT = """
-local st = redis.call('HMGET', KEYS[1], 'cool', 'why', 'brk', 'err', 'err_at')
-st[#st + 1] = redis.call('HGET', KEYS[6], ARGV[2])
-for _, v in ipairs(redis.call('HMGET', KEYS[2], 'until', 'kind', 'why')) do st[#st + 1] = v end
-for _, v in ipairs(redis.call('HMGET', KEYS[5], 'until', 'kind', 'why')) do st[#st + 1] = v end
-local spans, w = {}, {}
-if #ARGV > 2 then w = load(KEYS[4]) end
-for a = 3, #ARGV, 2 do
-  local s = {id = ARGV[a], floor = tonumber(ARGV[a + 1])}
-  advance(KEYS[3], w, s)
-  spans[#spans + 1] = s
+local ttl, prefix = ARGV[1], ARGV[2]
+local out = {}
+local a = 3
+while a <= #ARGV do
+  local name, sid, kid, n = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
+  a = a + 4
+  local lkey, wkey = prefix .. ':log:' .. sid, prefix .. ':win:' .. sid
+  local st = redis.call('HMGET', prefix .. ':model:' .. name, 'cool', 'why', 'brk', 'err', 'err_at')
+  st[#st + 1] = redis.call('HGET', prefix .. ':used:' .. name, sid)
+  for _, rkey in ipairs({prefix .. ':slot:' .. sid, prefix .. ':key:' .. kid}) do
+    for _, v in ipairs(redis.call('HMGET', rkey, 'until', 'kind', 'why')) do st[#st + 1] = v end
+  end
+  local spans, w = {}, {}
+  if n > 0 then w = load(wkey) end
+  for j = 1, n do
+    local s = {id = ARGV[a], floor = tonumber(ARGV[a + 1])}
+    a = a + 2
+    advance(lkey, w, s)
+    spans[j] = s
+  end
+  if w.changed then save(lkey, wkey, spans, ttl) end
+  for _, s in ipairs(spans) do
+    st[#st + 1] = s.count
+    st[#st + 1] = s.sum
+    st[#st + 1] = first_after(lkey, s.cur, 0) or 0
+  end
+  out[#out + 1] = st
 end
-if w.changed then save(KEYS[3], KEYS[4], spans, ARGV[1]) end
-for _, s in ipairs(spans) do
-  st[#st + 1] = s.count
-  st[#st + 1] = s.sum
-  st[#st + 1] = first_after(KEYS[3], s.cur, 0) or 0
-end
-return st
+return out
 """
 
 
 class RedisStorage(Storage):
-    def __init__(self, client: redis.Redis, namespace: str = "ai-proxy") -> None:
+    def __init__(self, client: redis.Redis | RedisCluster, namespace: str = "ai-proxy") -> None:
         """`client` must not decode responses (pybreaker's storage needs bytes)."""
         self._redis = client
         self._ns = namespace
@@ -426,7 +447,7 @@ class RedisStorage(Storage):
         self._rest = client.register_script(_REST)
         self._inspect = client.register_script(_PRELUDE + _INSPECT)
         self._prefix = f"{namespace}:{{quota}}"
-        self._slot_keys: dict[str, tuple[str, str, str, str, str, str]] = {}
+        self._slot_keys: dict[str, tuple[str, str]] = {}
         self._down = False
         self._state_lock = threading.Lock()  # only taken when Redis fails or recovers
         self._local = threading.local()  # each thread's own connection for the scripts
@@ -447,7 +468,7 @@ class RedisStorage(Storage):
         return cls(redis.Redis(connection_pool=pool), namespace)
 
     def ping(self) -> None:
-        """Raises RedisError when the server does not answer."""
+        """Raises one of STORAGE_ERRORS when the server does not answer."""
         self._redis.ping()
 
     def reserve(
@@ -496,7 +517,7 @@ class RedisStorage(Storage):
         return Pick(refusals=refusals)
 
     def settle(self, slot: SlotPlan, rid: str, reserved: int, used: int) -> None:
-        log_key, windows_key = self._keys_for(slot)[2:4]
+        log_key, windows_key = self._window_keys(slot)
         used = max(used, 0)
         args = [f"{rid}|{reserved}", f"{rid}|{used}", used - reserved, *(s.id for s in slot.spans)]
         self._run(self._script, self._settle, [log_key, windows_key], args)
@@ -563,13 +584,15 @@ class RedisStorage(Storage):
         self._run(pipe.execute)
 
     def inspect(self, slots: Sequence[SlotPlan], now: int) -> list[SlotState]:
-        pipe = self._redis.pipeline(transaction=False)
+        if not slots:
+            return []
+        args: list[Any] = [KEY_TTL_MS, self._prefix]
         for slot in slots:
-            args: list[Any] = [KEY_TTL_MS, slot.id]
+            args += (slot.model.name, slot.id, slot.key, len(slot.spans))
             for span in slot.spans:
                 args += (span.id, span.bounds(now)[0])
-            self._inspect(self._keys_for(slot), args, client=pipe)
-        return [_state(row) for row in self._run(pipe.execute)]
+        rows = self._run(self._script, self._inspect, [self._model_key(slots[0].model.name)], args)
+        return [_state(row) for row in rows]
 
     def breaker_storage(self, name: str) -> CircuitBreakerStorage:
         return self._run(
@@ -582,19 +605,12 @@ class RedisStorage(Storage):
     def _key_key(self, key_id: str) -> str:
         return f"{self._prefix}:key:{key_id}"
 
-    def _keys_for(self, slot: SlotPlan) -> tuple[str, str, str, str, str, str]:
-        """The model's, the slot's (hash, log, windows), the key's records, the model's last uses."""
+    def _window_keys(self, slot: SlotPlan) -> tuple[str, str]:
+        """The slot's reservation log and window sums."""
         keys = self._slot_keys.get(slot.id)
         if keys is None:
             p = self._prefix
-            keys = self._slot_keys[slot.id] = (
-                f"{p}:model:{slot.model.name}",
-                f"{p}:slot:{slot.id}",
-                f"{p}:log:{slot.id}",
-                f"{p}:win:{slot.id}",
-                f"{p}:key:{slot.key}",
-                f"{p}:used:{slot.model.name}",
-            )
+            keys = self._slot_keys[slot.id] = (f"{p}:log:{slot.id}", f"{p}:win:{slot.id}")
         return keys
 
     def _script(self, script: Script, keys: list[str], args: list[Any]) -> Any:
@@ -627,7 +643,7 @@ class RedisStorage(Storage):
         """Fail closed while Redis is unreachable, with one warning per outage."""
         try:
             result = call(*args, **kwargs)
-        except RedisError as exc:
+        except STORAGE_ERRORS as exc:
             with self._state_lock:
                 first, self._down = not self._down, True
             if first:
@@ -639,6 +655,44 @@ class RedisStorage(Storage):
             if recovered:
                 log.info("quota storage reachable again")
         return result
+
+
+class RedisClusterStorage(RedisStorage):
+    """RedisStorage on a Redis Cluster (`redis+cluster://` or `rediss+cluster://`, any node): the
+    client learns the other nodes and sends each script to the node of its keys' slot."""
+
+    @classmethod
+    def from_url(cls, url: str, namespace: str = "ai-proxy") -> RedisClusterStorage:
+        """As RedisStorage.from_url, per node; the scheme loses its "+cluster" for redis-py.
+        Raises RedisClusterException when no node answers."""
+        scheme, _, rest = url.partition("://")
+        if scheme not in CLUSTER_SCHEMES:
+            raise ValueError(f"not a cluster URL: {scheme}://")
+        client = RedisCluster.from_url(
+            f"{CLUSTER_SCHEMES[scheme]}://{rest}",
+            connection_pool_class=redis.BlockingConnectionPool,
+            max_connections=MAX_CONNECTIONS,
+            timeout=1.0,
+            socket_timeout=1.0,
+            socket_connect_timeout=1.0,
+            retry=Retry(NoBackoff(), 1),  # here: how often a failed command is tried again
+            health_check_interval=30,
+        )
+        return cls(client, namespace)
+
+    def _script(self, script: Script, keys: list[str], args: list[Any]) -> Any:
+        """EVALSHA through the cluster client, which picks the node of the keys' slot, follows a
+        MOVED answer after a failover or resharding, and loads the script where it is missing."""
+        return script(keys, args)
+
+    def breaker_storage(self, name: str) -> CircuitBreakerStorage:
+        return self._run(
+            CircuitRedisStorage,
+            STATE_CLOSED,
+            self._redis,
+            namespace=f"{self._ns}:breaker:{name}",
+            cluster_mode=True,  # its keys may sit in different slots: no WATCH/MULTI across them
+        )
 
 
 def _state(row: list[Any]) -> SlotState:

@@ -12,7 +12,7 @@ from app.config import BreakerConfig, RoutingConfig
 from app.errors import ClientQuotaExceeded, RateLimited
 from app.routing import ClientPlan, Router, UsageRow
 from app.routing.limits import client_spans
-from tests.routing.conftest import FakeClock, model
+from tests.routing.conftest import WITHOUT_TLS, FakeClock, model
 
 
 def client(rpm: int = 0, rpd: int = 0, tpm: int = 0, name: str = "alice") -> ClientPlan:
@@ -51,6 +51,7 @@ def model_used(router: Router, name: str) -> int:
     return next(w["used"] for w in entry["windows"] if w["window"] == "requests_per_minute")
 
 
+@WITHOUT_TLS
 def test_200_threads_admit_exactly_the_clients_limit_and_spend_no_model_quota(make_storage, clock) -> None:
     m = model(requests_per_minute=1000)
     router = Router([m], make_storage(), RoutingConfig(), BreakerConfig(), clock=clock)
@@ -66,6 +67,7 @@ def test_200_threads_admit_exactly_the_clients_limit_and_spend_no_model_quota(ma
     assert refusal.retry_after is not None and 1 <= refusal.retry_after <= 60
 
 
+@WITHOUT_TLS
 def test_a_refusing_model_charges_the_client_nothing(make_storage, clock) -> None:
     small = model("groq/small", requests_per_minute=5)
     free = model("groq/free")

@@ -14,7 +14,7 @@ from app.config import BreakerConfig, RoutingConfig
 from app.errors import RateLimited
 from app.routing import RedisStorage, Router
 from tests.routing._race import race
-from tests.routing.conftest import FakeClock, model
+from tests.routing.conftest import WITHOUT_TLS, FakeClock, model
 
 
 def hammer(router: Router, candidates, threads: int) -> list[str]:
@@ -43,6 +43,7 @@ def hammer(router: Router, candidates, threads: int) -> list[str]:
     return admitted
 
 
+@WITHOUT_TLS
 def test_200_threads_admit_exactly_the_limit(make_storage, clock: FakeClock) -> None:
     m = model(requests_per_minute=10)
     router = Router([m], make_storage(), RoutingConfig(), BreakerConfig(), clock=clock)
@@ -51,6 +52,7 @@ def test_200_threads_admit_exactly_the_limit(make_storage, clock: FakeClock) -> 
         clock.advance(60)
 
 
+@WITHOUT_TLS
 def test_threads_spread_over_a_group_without_overbooking(make_storage) -> None:
     a = model("groq/a", requests_per_minute=5, tokens_per_minute=50, model_size="small")
     b = model("groq/b", requests_per_minute=7, requests_per_day=6, model_size="small")

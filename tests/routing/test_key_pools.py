@@ -16,7 +16,7 @@ import pytest
 from app.config import BreakerConfig, ModelConfig, RoutingConfig
 from app.errors import RateLimited, ServiceUnavailable, UpstreamAuthError, UpstreamBadRequest, UpstreamError
 from app.routing import Cooldown, Router
-from tests.routing.conftest import FakeClock, model
+from tests.routing.conftest import WITHOUT_TLS, FakeClock, model
 
 KEYS = ("sk-pool-key-aaaa1111", "sk-pool-key-bbbb2222", "sk-pool-key-cccc3333")
 ROUTING = RoutingConfig(
@@ -297,6 +297,7 @@ def admit(router: Router, m: ModelConfig, threads: int) -> tuple[Counter, int]:
     return Counter(admitted), len(refused)
 
 
+@WITHOUT_TLS
 def test_three_keys_of_five_admit_exactly_fifteen(make_storage, clock: FakeClock) -> None:
     m = pooled(requests_per_minute=5)
     router = Router([m], make_storage(), ROUTING, BreakerConfig(), clock=clock)
