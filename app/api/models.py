@@ -18,11 +18,17 @@ bp = Blueprint("models", __name__)
 
 
 def model_list(config: Config, created: int) -> dict[str, Any]:
+    """Aliases are listed when they lead to an enabled model or group (else a request would 404)."""
     data = [_entry(m.name, created, m.provider) for m in config.enabled_models]
     groups = sorted({m.group for m in config.enabled_models if m.group})
     data += [_entry(g, created) for g in groups]
-    data += [_entry(a, created) for a, _ in config.aliases]
+    data += [_entry(a, created) for a, target in config.aliases if _serves(config, target)]
     return {"object": "list", "data": data}
+
+
+def _serves(config: Config, name: str | None) -> bool:
+    """Does `name` (a model or group) have an enabled model?"""
+    return name is not None and any(m.name == name or m.group == name.upper() for m in config.enabled_models)
 
 
 def _entry(model_id: str, created: int, owner: str = "ai-proxy") -> dict[str, Any]:
@@ -35,7 +41,7 @@ def model_entry(config: Config, model_id: str, created: int) -> dict[str, Any]:
         if m.name == model_id:
             return _entry(m.name, created, m.provider)
     groups = {m.group for m in config.enabled_models if m.group}
-    if model_id.upper() in groups or alias_target(config.aliases, model_id) is not None:
+    if model_id.upper() in groups or _serves(config, alias_target(config.aliases, model_id)):
         return _entry(model_id, created)
     raise ModelNotFound(f"The model '{model_id}' does not exist", param="model")
 

@@ -219,11 +219,13 @@ class Router:
         """A concrete model by its exact name, or the enabled models of a group (any case); else
         the target of the first alias that matches the name (an exact name always wins)."""
         candidates = self._exact(name, kind)
+        target = None
         if candidates is None and name not in self._models:
             target = alias_target(self._aliases, name)
             candidates = self._exact(target, kind) if target is not None else None
         if not candidates:
-            raise ModelNotFound(unavailable_message(self._configured, name, kind))
+            why = unavailable_message(self._configured, target or name, kind)
+            raise ModelNotFound(f"'{name}' is an alias of '{target}'. {why}" if target else why)
         return candidates
 
     def _exact(self, name: str, kind: str) -> list[ModelConfig] | None:

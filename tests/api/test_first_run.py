@@ -24,6 +24,7 @@ def chat(client, name: str):
 def client(capsys: pytest.CaptureFixture[str]):
     raw = {
         "server": {"api_keys": [CLIENT_KEY]},
+        "aliases": {"claude-*haiku*": "SMALL", "gpt-4o*": "groq/small", "claude-*": "BIG"},
         "models": [
             {"name": "groq/small", "provider": "groq", "url": "http://127.0.0.1:9/v1/chat/completions",
              "token": "${GROQ_KEY}", "model_size": "SMALL"},
@@ -63,7 +64,11 @@ def test_disabled_model_group_and_kind_name_the_variables(client, capsys) -> Non
     )
     assert not_found(image) == "The group 'IMAGE' has no enabled model: set CF_TOKEN"
     models = client.get("/v1/models", headers={"Authorization": f"Bearer {CLIENT_KEY}"}).get_json()
-    assert [m["id"] for m in models["data"]] == ["cohere/big", "BIG"]
+    assert [m["id"] for m in models["data"]] == [
+        "cohere/big",
+        "BIG",
+        "claude-*",
+    ]  # aliases that lead somewhere
     disabled = client.get("/status/disabled", headers={"Authorization": f"Bearer {CLIENT_KEY}"})
     assert [(m["name"], m["reason"]) for m in disabled.get_json()["data"]] == [
         ("groq/small", "set GROQ_KEY"),
@@ -81,3 +86,16 @@ def test_disabled_model_group_and_kind_name_the_variables(client, capsys) -> Non
         chat(client, name).get_data(as_text=True) for name in ("groq/small", "small", "cohere/big", "nope")
     )
     assert SECRET not in everything and CLIENT_KEY not in everything
+
+
+def test_an_alias_of_a_disabled_model_or_group_says_what_it_points_to(client) -> None:
+    assert not_found(chat(client, "claude-3-5-haiku-latest")) == (
+        "'claude-3-5-haiku-latest' is an alias of 'SMALL'. "
+        "The group 'SMALL' has no enabled model: set GROQ_KEY or GEMINI_KEY"
+    )
+    assert not_found(chat(client, "gpt-4o-mini")) == (
+        "'gpt-4o-mini' is an alias of 'groq/small'. The model 'groq/small' is disabled: set GROQ_KEY"
+    )
+    served = chat(client, "claude-opus-4-8")  # an alias of an enabled group gets past routing
+    assert served.status_code != 404 and served.headers["X-AI-Proxy-Model"] == "cohere/big"
+    assert SECRET not in served.get_data(as_text=True)
