@@ -13,6 +13,7 @@ The per-request cost is a dict lookup for pre-bound label children plus a few in
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -38,7 +39,12 @@ BREAKER_STATES = ("closed", "half-open", "open")
 class Metrics:
     """The proxy's metric families, with the label children each request needs bound on first use."""
 
-    def __init__(self, config: Config, snapshot: Callable[[], Iterable[Mapping[str, Any]]]) -> None:
+    def __init__(
+        self,
+        config: Config,
+        snapshot: Callable[[], Iterable[Mapping[str, Any]]],
+        settle_failures: Callable[[], int] = lambda: 0,
+    ) -> None:
         self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         own = CollectorRegistry(auto_describe=True)
         self._requests = Counter(
@@ -93,6 +99,16 @@ class Metrics:
             registry=own,
         )
         self._client_children: dict[tuple[str, int], tuple[Any, Any, Any]] = {}
+        # The router counts outcomes its storage failed to record (the client kept its answer);
+        # each request's close adds what that count grew by since the last one.
+        self._settle_failures = Counter(
+            "ai_proxy_settle_failures",
+            "Finished requests whose outcome (usage, rest, breaker result) the storage failed to record",
+            registry=own,
+        )
+        self._settle_count = settle_failures
+        self._settle_seen = 0
+        self._settle_lock = threading.Lock()
         # Client-chosen names become label values only when they are configured ones (bounded).
         names = {m.name for m in config.models} | {m.group for m in config.models if m.group}
         self._known = frozenset(names)
@@ -122,6 +138,8 @@ class Metrics:
                 self._requests.labels(endpoint or NONE, served or NONE, trace.provider or NONE, str(status)),
             )
         child.inc()
+        if self._settle_count() != self._settle_seen:
+            self._count_settle_failures()
         if trace.client is not None:
             self._observe_client(trace.client.name, status, trace.usage)
         if not trace.attempts:
@@ -135,6 +153,13 @@ class Metrics:
             stream_errors.inc()
         if trace.fallbacks:
             self._fallback_child(trace.asked).inc(trace.fallbacks)
+
+    def _count_settle_failures(self) -> None:
+        with self._settle_lock:
+            count = self._settle_count()
+            if count > self._settle_seen:
+                self._settle_failures.inc(count - self._settle_seen)
+            self._settle_seen = count
 
     def _observe_client(self, name: str, status: int, usage: Mapping[str, Any] | None) -> None:
         children = self._client_children.get((name, status))

@@ -78,7 +78,9 @@ def install(app: Flask) -> None:
     app.wsgi_app = MergeSlashes(app.wsgi_app)  # type: ignore[method-assign]
     state = app.extensions["ai_proxy"]
     clients = state.clients
-    metrics = app.extensions["ai_proxy.metrics"] = Metrics(state.config, state.router.snapshot)
+    metrics = app.extensions["ai_proxy.metrics"] = Metrics(
+        state.config, state.router.snapshot, lambda: state.router.settle_failures
+    )
     public = set(PUBLIC_ENDPOINTS)
     admin_only = set(ADMIN_ENDPOINTS)
     if app.extensions["ai_proxy"].config.server.metrics_public:
