@@ -320,9 +320,12 @@ def test_upstream_timeout_is_504_and_drop_is_502(fake_openai: FakeOpenAI, in_pro
     with pytest.raises(openai.APIStatusError) as info:
         ask(client)
     assert info.value.status_code == 504
+    # The drop goes to a proxy with a long read_timeout: on a loaded machine 0.3 s may pass first.
+    slow_ok = config_for(fake_openai, http={"read_timeout": 30, "connect_timeout": 5})
+    patient = in_process(slow_ok, env={"AI_PROXY_API_KEYS": CLIENT_KEY}).openai(CLIENT_KEY)
     fake_openai.push("chat", Behavior(drop=True))
     with pytest.raises(openai.InternalServerError) as info:
-        ask(client)
+        ask(patient)
     assert info.value.status_code == 502
 
 

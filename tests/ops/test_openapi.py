@@ -60,7 +60,7 @@ def test_no_input_gives_a_server_error(api_schema, fuzz_server, label, mode):
 
     @given(case=operation.as_strategy(generation_mode=mode))
     @settings(
-        max_examples=30,
+        max_examples=20,
         deadline=None,
         derandomize=True,
         database=None,

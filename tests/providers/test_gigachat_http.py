@@ -443,7 +443,7 @@ def test_rate_limit_carries_retry_after(fake, make):
 
 
 def test_read_timeout_applies_to_plain_calls(fake, make):
-    provider = make(http=HttpConfig(connect_timeout=2.0, read_timeout=0.3, stream_idle_timeout=30.0))
+    provider = make(http=HttpConfig(connect_timeout=2.0, read_timeout=1.0, stream_idle_timeout=30.0))
     provider.complete(HI)  # token fetched
     fake.push("chat", fake.answer(fake.completion("late"), delay=20.0))
     started = time.monotonic()

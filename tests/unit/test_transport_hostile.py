@@ -128,17 +128,17 @@ def test_finished_calls_keep_their_connection_past_their_deadline() -> None:
     took from the pool: after many short calls past their deadlines, the connection still works."""
     fake = FakeServer()
     fake.add_route("chat", "POST", "/", Behavior(json={"ok": True}))
-    quick = HttpConfig(connect_timeout=1, read_timeout=0.2)
+    quick = HttpConfig(connect_timeout=1, read_timeout=0.5)
     pool = SessionPool(quick)
     try:
         with fake:
             transport = pool.transport("openai")
-            for _ in range(4):
+            for _ in range(3):
                 answer = transport.post(
                     fake.url + "/v1", data=b"{}", headers={}, stream=False, model_name="m"
                 )
                 assert answer.read() == b'{"ok": true}'
-                time.sleep(0.3)  # past the finished call's deadline
+                time.sleep(0.6)  # past the finished call's deadline
             assert len({r.client_port for r in fake.requests}) == 1
     finally:
         pool.close()
