@@ -49,8 +49,13 @@ def test_every_model_disabled_under_gunicorn_from_another_directory(tmp_path: Pa
             one.value.body["message"] == "The model 'groq/llama-3.1-8b-instant' is disabled: set GROQ_API_KEY"
         )
         with pytest.raises(openai.NotFoundError) as unknown:
-            client.chat.completions.create(model="gpt-5", messages=[{"role": "user", "content": "hi"}])
+            client.chat.completions.create(model="no-such", messages=[{"role": "user", "content": "hi"}])
         assert "no model is enabled yet: set GROQ_API_KEY or " in unknown.value.body["message"]
+        with pytest.raises(openai.NotFoundError) as alias:  # the shipped aliases: Codex asks for gpt-*
+            client.chat.completions.create(model="gpt-5", messages=[{"role": "user", "content": "hi"}])
+        assert alias.value.body["message"].startswith(
+            "'gpt-5' is an alias of 'BIG'. The group 'BIG' has no enabled model: set GROQ_API_KEY or "
+        )
         assert client.models.list().data == []
         log = server.log_text()
     lines = log.splitlines()
