@@ -88,6 +88,7 @@ class MemoryStorage(Storage):
         self._clients: dict[str, _Slot] = {}  # a client's windows (its rest and last use unused)
         self._client_entries: dict[str, Entry] = {}
         self._usage: dict[tuple[str, str, str], list[int]] = {}
+        self._usage_pruned = ""  # the day whose old rows were last dropped
         self._breakers: dict[str, CircuitMemoryStorage] = {}
         self._now = 0  # latest time seen: a clock stepping back must not unsort the logs
 
@@ -224,9 +225,11 @@ class MemoryStorage(Storage):
             counts[0] += row.requests
             counts[1] += row.prompt_tokens
             counts[2] += row.completion_tokens
-            oldest = (date.fromisoformat(row.day) - timedelta(days=max(keep_days, 1) - 1)).isoformat()
-            for key in [key for key in self._usage if key[0] < oldest]:
-                del self._usage[key]
+            if row.day != self._usage_pruned:  # once a day, not on every request
+                self._usage_pruned = row.day
+                oldest = (date.fromisoformat(row.day) - timedelta(days=max(keep_days, 1) - 1)).isoformat()
+                for key in [key for key in self._usage if key[0] < oldest]:
+                    del self._usage[key]
 
     def usage(self, days: Sequence[str]) -> list[UsageRow]:
         wanted = set(days)
