@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -45,6 +46,13 @@ CAPACITY_CODE = 3040  # "Capacity temporarily exceeded" / "No more data centers 
 PARAMS = {
     n: n for n in ("max_tokens", "temperature", "top_p", "seed", "frequency_penalty", "presence_penalty")
 }
+
+
+def run_url(model: ModelConfig) -> str:
+    """Where a Workers AI model runs: `{url}/{upstream_model}`, unless the URL already names one."""
+    if "/@" in urlsplit(model.url).path:
+        return model.url
+    return f"{model.url.rstrip('/')}/{model.upstream_model.lstrip('/')}"
 
 
 def build_payload(body: dict[str, Any], stream: bool) -> dict[str, Any]:

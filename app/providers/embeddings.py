@@ -32,7 +32,7 @@ import orjson
 from app.config import HttpConfig, ModelConfig
 from app.errors import InvalidRequest, ProxyError
 from app.http import SessionPool
-from app.providers import CLOUDFLARE_IMAGES, OPENAI_EMBEDDINGS, cloudflare, embedding_batch, embedding_shape
+from app.providers import OPENAI_EMBEDDINGS, cloudflare, embedding_batch, embedding_shape
 from app.providers.base import (
     MAX_ERROR_BODY,
     ChunkStream,
@@ -44,7 +44,6 @@ from app.providers.base import (
 )
 from app.providers.gemini import gemini_error
 from app.providers.gigachat import GigaChat
-from app.providers.images import endpoint_url
 from app.providers.shape import (
     TRANSLATION_ERRORS,
     MalformedAnswer,
@@ -193,7 +192,7 @@ def endpoint(model: ModelConfig, shape: str) -> str:
     if shape == "gemini":
         return f"{model.url.rstrip('/')}/{model.upstream_model.removeprefix('models/')}:batchEmbedContents"
     if shape == "cloudflare":
-        return endpoint_url(model, CLOUDFLARE_IMAGES)
+        return cloudflare.run_url(model)
     return model.url
 
 

@@ -41,7 +41,7 @@ import urllib3.exceptions
 from app.config import HttpConfig, ModelConfig
 from app.errors import InvalidRequest, ProxyError, UpstreamBadRequest, UpstreamError, UpstreamTimeout
 from app.http import SessionPool
-from app.providers import CLOUDFLARE_IMAGES, OPENAI_IMAGES, RAW_IMAGES, cloudflare, image_shape
+from app.providers import CLOUDFLARE_IMAGES, OPENAI_IMAGES, cloudflare, image_shape
 from app.providers.base import (
     MAX_ERROR_BODY,
     ChunkStream,
@@ -62,7 +62,6 @@ from app.providers.shape import (
 MAX_IMAGE_BYTES = 32 * 1024 * 1024  # one image: a raw answer or a download
 MAX_ANSWER_BYTES = 96 * 1024 * 1024  # a JSON answer: up to 10 base64 images
 DOWNLOAD_CHUNK = 64 * 1024
-OPENAI_SHAPE, CLOUDFLARE_SHAPE, RAW_SHAPE = OPENAI_IMAGES, CLOUDFLARE_IMAGES, RAW_IMAGES
 TOGETHER_DOMAINS = ("together.xyz", "together.ai")
 # client fields that never go upstream as they are: ours to set, or streaming we can't relay
 OPENAI_OWN_FIELDS = frozenset({"model", "response_format", "stream", "partial_images"})
@@ -150,9 +149,7 @@ def decode_base64(text: Any, model_name: str) -> bytes:
 
 def endpoint_url(model: ModelConfig, shape: str | None) -> str:
     """Cloudflare calls `{url}/{upstream_model}` unless the URL already names a model; others `url`."""
-    if shape == CLOUDFLARE_SHAPE and "/@" not in urlsplit(model.url).path:
-        return f"{model.url.rstrip('/')}/{model.upstream_model.lstrip('/')}"
-    return model.url
+    return cloudflare.run_url(model) if shape == CLOUDFLARE_IMAGES else model.url
 
 
 def parse_size(size: Any) -> tuple[int, int] | None:
@@ -260,7 +257,7 @@ def parse_error(
     shape: str, status: int, body: bytes, headers: Mapping[str, str], model_name: str
 ) -> ProxyError:
     """An upstream error answer -> our error; a 400's own `code` (content_policy_violation, ...) is kept."""
-    if shape == CLOUDFLARE_SHAPE:
+    if shape == CLOUDFLARE_IMAGES:
         return cloudflare.parse_error(status, body, headers, model_name)
     error = error_for_status(status, openai_error_message(body), model_name, headers)
     if isinstance(error, UpstreamBadRequest):
@@ -302,9 +299,9 @@ class ImageProvider(Provider):
         raise InvalidRequest(f"Model {self.model.name} generates images, not chat", param="model")
 
     def build_payload(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        if self.shape == OPENAI_SHAPE:
+        if self.shape == OPENAI_IMAGES:
             return build_openai_request(body, self.model.upstream_model, self.url)
-        if self.shape == CLOUDFLARE_SHAPE:
+        if self.shape == CLOUDFLARE_IMAGES:
             return build_cloudflare_request(body)
         return build_raw_request(body)
 
@@ -315,7 +312,7 @@ class ImageProvider(Provider):
                 "speaks (give it an OpenAI-compatible /images/generations URL)"
             )
         payload = orjson.dumps(self.build_payload(body))
-        if self.shape == OPENAI_SHAPE:
+        if self.shape == OPENAI_IMAGES:
             return self._openai(payload)
         wanted = body.get("n") or 1
         images: list[Image] = []
@@ -351,7 +348,7 @@ class ImageProvider(Provider):
     def _one_image(self, content: bytes) -> Image:
         """The image of a one-image answer (raw bytes, or Cloudflare's envelope)."""
         try:
-            if self.shape == CLOUDFLARE_SHAPE:
+            if self.shape == CLOUDFLARE_IMAGES:
                 content = parse_cloudflare_answer(content, self.model.name)
             return checked_image(content, self.model.name)
         except TRANSLATION_ERRORS as exc:  # the error boundary: never a 500, never the body

@@ -27,9 +27,8 @@ import requests
 from app.config import HttpConfig, ModelConfig
 from app.errors import InvalidRequest, UpstreamError, UpstreamTimeout
 from app.http import SessionPool
-from app.providers import CLOUDFLARE_IMAGES, cloudflare, transcribes_openai
+from app.providers import cloudflare, transcribes_openai
 from app.providers.base import MAX_ERROR_BODY, ChunkStream, Completion, Provider, Transcript
-from app.providers.images import endpoint_url
 from app.providers.shape import (
     TRANSLATION_ERRORS,
     MalformedAnswer,
@@ -189,7 +188,7 @@ class TranscriptionProvider(Provider):
         super().__init__(model, sessions, http)
         self.session: requests.Session = sessions.get(model.provider)
         self.openai = transcribes_openai(model.provider, model.url)
-        self.url = model.url if self.openai else endpoint_url(model, CLOUDFLARE_IMAGES)
+        self.url = model.url if self.openai else cloudflare.run_url(model)
         self._auth = {**model.headers}
         if model.token:
             self._auth["Authorization"] = f"Bearer {model.token}"
