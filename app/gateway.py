@@ -47,6 +47,7 @@ from app.providers import (
     embedding_shape,
 )
 from app.providers.reasoning import ReasoningStream, split_reasoning
+from app.providers.shape import max_tokens
 from app.redact import Redactor
 from app.routing import ClientCharge, ClientPlan, Reservation, Router, estimate_tokens
 
@@ -212,6 +213,12 @@ class Gateway:
         self._sleep = sleep
         self._jitter = jitter
         self._heartbeat = config.server.heartbeat_seconds
+        # The kind of each configured model, and the kinds of each group's members (for _check_kind).
+        self._model_kinds = {m.name: m.kind for m in config.models}
+        self._group_kinds: dict[str, set[str]] = {}
+        for m in config.models:
+            if m.group:
+                self._group_kinds.setdefault(m.group, set()).add(m.kind)
         # Opens upstream streams, and reads them, in the background while the client gets heartbeats.
         self._opener = ThreadPoolExecutor(max_workers=256, thread_name_prefix="ai-proxy-open")
 
@@ -302,8 +309,8 @@ class Gateway:
     # --- routing loop ------------------------------------------------------------------------
     def _plan(self, body: dict[str, Any], kind: str, trace: Trace) -> _Attempts:
         length = request_length(body["messages"])
-        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
-        tokens = estimate_tokens(length, max_tokens if isinstance(max_tokens, int) else None)
+        budget = max_tokens(body)
+        tokens = estimate_tokens(length, budget if isinstance(budget, int) else None)
         return self._plan_for(body["model"], kind, length, tokens, trace)
 
     def _plan_for(self, name: str, kind: str, length: int, tokens: int, trace: Trace) -> _Attempts:
@@ -323,9 +330,8 @@ class Gateway:
     def _check_kind(self, name: str, kind: str) -> None:
         """A model (or group) of another kind named where an embedding or transcription model is
         wanted, or the other way round: a 400 that names its kind."""
-        models = self.config.models
-        exact = next((m for m in models if m.name == name), None)
-        kinds = {exact.kind} if exact else {m.kind for m in models if m.group == name.upper()}
+        exact = self._model_kinds.get(name)
+        kinds = {exact} if exact else self._group_kinds.get(name.upper(), set())
         if not kinds or kind in kinds or not ({kind} | kinds) & set(KIND_CHECKED):
             return
         what = " and ".join(_a(k) for k in sorted(kinds))
