@@ -234,8 +234,7 @@ class Gateway:
         reservation, completion = self._run(attempts, lambda p, m: _finished(p.complete(body), m))
         usage = completion.body.get("usage")
         trace.usage = usage if isinstance(usage, dict) else None
-        self.router.succeeded(reservation, completion.headers, _total_tokens(trace.usage))
-        self._record_usage(trace)
+        self._succeeded(reservation, completion.headers, _total_tokens(trace.usage), trace)
         model = reservation.model
         return ChatAnswer(completion.body, model, self.router.ratelimit_headers(model))
 
@@ -261,8 +260,7 @@ class Gateway:
         prompt = body.get("prompt")
         attempts = self._plan_for(str(body.get("model") or ""), "image", len(prompt or ""), 0, trace)
         reservation, result = self._run(attempts, lambda p, m: p.generate_image(body))
-        self.router.succeeded(reservation, result.headers, None)
-        self._record_usage(trace)
+        self._succeeded(reservation, result.headers, None, trace)
         return ImageAnswer(result, reservation.model, self.router.ratelimit_headers(reservation.model))
 
     def embed(self, inputs: list[Any], body: dict[str, Any], trace: Trace) -> EmbeddingAnswer:
@@ -484,6 +482,13 @@ class Gateway:
             return RateLimited(message, retry_after=min(waits) if waits else None)
         return ServiceUnavailable(message)
 
+    def _succeeded(
+        self, reservation: Reservation, headers: Mapping[str, str], used_tokens: int | None, trace: Trace
+    ) -> None:
+        """Settle an answered request; its client's usage is recorded in the same storage step."""
+        client = trace.client.name if trace.client is not None else None
+        self.router.succeeded(reservation, headers, used_tokens, client=client, usage=trace.usage)
+
     def _record_usage(self, trace: Trace) -> None:
         """One answered request in its client's usage, with the tokens the upstream reported."""
         if trace.client is not None:
@@ -536,8 +541,7 @@ class Gateway:
         finally:
             _close(upstream.stream)
         trace.usage = upstream.usage if isinstance(upstream.usage, dict) else None
-        self.router.succeeded(reservation, upstream.stream.headers, _total_tokens(trace.usage))
-        self._record_usage(trace)
+        self._succeeded(reservation, upstream.stream.headers, _total_tokens(trace.usage), trace)
 
     def _relay_when_open(self, attempts: _Attempts, opening: Future[Opened]) -> Iterator[StreamEvent]:
         """Heartbeats until a model has sent content, then the relay; no model able to is a StreamFailed."""

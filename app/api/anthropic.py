@@ -35,7 +35,7 @@ from app.api.blocks import (
 )
 from app.api.chat import parse_json_object
 from app.api.render import error_shape, json_response, retry_after_header, served_headers, services
-from app.api.schema import check_chat, check_depth
+from app.api.schema import check_depth, check_fields
 from app.errors import InvalidRequest, ProxyError, ServiceUnavailable
 from app.events import StreamFailed
 from app.gateway import StreamAnswer
@@ -105,7 +105,7 @@ def to_chat(body: dict[str, Any]) -> dict[str, Any]:
         raise InvalidRequest("stream: must be a boolean", param="stream")
     if stream:
         chat["stream"] = True
-    check_chat(chat)
+    check_fields(chat)
     return chat
 
 

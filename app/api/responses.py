@@ -37,7 +37,7 @@ from app.api.blocks import (
 )
 from app.api.chat import parse_json_object
 from app.api.render import json_response, served_headers, services
-from app.api.schema import check_chat, check_depth
+from app.api.schema import check_depth, check_fields
 from app.errors import InvalidRequest, ProxyError
 from app.events import StreamFailed
 from app.gateway import StreamAnswer
@@ -96,7 +96,7 @@ def to_chat(body: dict[str, Any]) -> ResponsesRequest:
         raise InvalidRequest("'input' has no message to answer.", param="input")
     _tools(body, request)
     _options(body, request.chat)
-    check_chat(request.chat)
+    check_fields(request.chat)
     return request
 
 

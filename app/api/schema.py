@@ -17,11 +17,30 @@ MAX_DEPTH = 64
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 RESPONSE_FORMATS = frozenset({"text", "json_object", "json_schema"})
 
-Check = Callable[[Any, str], None]
+Check = Callable[[Any], None]
 
 
-def _fail(param: str, what: str) -> InvalidRequest:
-    return InvalidRequest(f"'{param}' must be {what}", param=param)
+class _Wrong(Exception):
+    """A field that fails its check. The path to it is built only on the way out of the check,
+    one step per level (`path`, innermost first), so a valid body costs no strings."""
+
+    def __init__(self, text: str, step: str = "") -> None:
+        super().__init__(text)
+        self.text = text  # after the field's name: "must be a string", "is required"
+        self.path = [step] if step else []
+
+    def error(self) -> InvalidRequest:
+        param = "".join(reversed(self.path)).lstrip(".")
+        return InvalidRequest(f"'{param}' {self.text}", param=param)
+
+
+def _at(step: str, check: Check, value: Any) -> None:
+    """`check(value)` on the field reached by `step` (".name" or "[i]")."""
+    try:
+        check(value)
+    except _Wrong as wrong:
+        wrong.path.append(step)
+        raise
 
 
 def _is(value: Any, kind: type | tuple[type, ...]) -> bool:
@@ -30,9 +49,11 @@ def _is(value: Any, kind: type | tuple[type, ...]) -> bool:
 
 
 def _typed(kind: type | tuple[type, ...], what: str, minimum: int | None = None) -> Check:
-    def check(value: Any, param: str) -> None:
+    text = f"must be {what}"
+
+    def check(value: Any) -> None:
         if not _is(value, kind) or (minimum is not None and value < minimum):
-            raise _fail(param, what)
+            raise _Wrong(text)
 
     return check
 
@@ -45,60 +66,86 @@ POSITIVE = _typed(int, "a positive integer", minimum=1)
 BOOLEAN = _typed(bool, "a boolean")
 
 
-def _fields(value: Any, param: str, fields: Mapping[str, Check], required: tuple[str, ...] = ()) -> None:
+def _fields(value: Any, fields: Mapping[str, Check], required: tuple[str, ...] = ()) -> None:
     """`value` is an object whose `fields` that are set (not null) pass their checks."""
-    OBJECT(value, param)
+    OBJECT(value)
     for name in required:
         if value.get(name) is None:
-            raise InvalidRequest(f"'{param}.{name}' is required", param=f"{param}.{name}")
+            raise _Wrong("is required", f".{name}")
     for name, check in fields.items():
-        if value.get(name) is not None:
-            check(value[name], f"{param}.{name}" if param else name)
+        item = value.get(name)
+        if item is not None:
+            try:
+                check(item)
+            except _Wrong as wrong:
+                wrong.path.append(f".{name}")
+                raise
 
 
 def _list_of(check: Check, what: str) -> Check:
-    def check_list(value: Any, param: str) -> None:
+    text = f"must be {what}"
+
+    def check_list(value: Any) -> None:
         if not isinstance(value, list):
-            raise _fail(param, what)
+            raise _Wrong(text)
         for i, item in enumerate(value):
-            check(item, f"{param}[{i}]")
+            try:
+                check(item)
+            except _Wrong as wrong:
+                wrong.path.append(f"[{i}]")
+                raise
 
     return check_list
 
 
 def _one_of(allowed: frozenset[str]) -> Check:
-    def check(value: Any, param: str) -> None:
+    text = f"must be one of {', '.join(sorted(allowed))}"
+
+    def check(value: Any) -> None:
         if not isinstance(value, str) or value not in allowed:
-            raise _fail(param, f"one of {', '.join(sorted(allowed))}")
+            raise _Wrong(text)
 
     return check
 
 
-def _function(value: Any, param: str) -> None:
-    _fields(value, param, {"name": STRING, "arguments": STRING}, required=("name",))
+FUNCTION_CALL = {"name": STRING, "arguments": STRING}
+TOOL_CALL_TYPE = _one_of(frozenset({"function"}))
+LEGACY_ARGUMENTS = _typed((str, dict), "a string or an object")
+FUNCTION = {"name": STRING, "description": STRING, "parameters": OBJECT}
+JSON_SCHEMA = {"name": STRING, "schema": OBJECT}
+RESPONSE_FORMAT = {"type": _one_of(RESPONSE_FORMATS)}
 
 
-def _tool_call(value: Any, param: str) -> None:
-    _fields(value, param, {"id": STRING, "type": _one_of(frozenset({"function"})), "function": _function})
+def _function(value: Any) -> None:
+    _fields(value, FUNCTION_CALL, required=("name",))
+
+
+TOOL_CALL = {"id": STRING, "type": TOOL_CALL_TYPE, "function": _function}
+
+
+def _tool_call(value: Any) -> None:
+    _fields(value, TOOL_CALL)
     if value.get("function") is None:
-        raise InvalidRequest(f"'{param}.function' is required", param=f"{param}.function")
+        raise _Wrong("is required", ".function")
 
 
-def _content_part(value: Any, param: str) -> None:
-    _fields(value, param, {"type": STRING}, required=("type",))
+def _content_part(value: Any) -> None:
+    _fields(value, {"type": STRING}, required=("type",))
     if value["type"] == "text":
-        STRING(value.get("text"), f"{param}.text")
+        _at(".text", STRING, value.get("text"))
 
 
-def _content(value: Any, param: str) -> None:
+_content_parts = _list_of(_content_part, "a string or a list of content parts")
+
+
+def _content(value: Any) -> None:
     if not isinstance(value, str):
-        _list_of(_content_part, "a string or a list of content parts")(value, param)
+        _content_parts(value)
 
 
-def _legacy_call(value: Any, param: str) -> None:
+def _legacy_call(value: Any) -> None:
     """A legacy assistant `function_call`: arguments as a JSON string or an object."""
-    arguments = _typed((str, dict), "a string or an object")
-    _fields(value, param, {"name": STRING, "arguments": arguments}, required=("name",))
+    _fields(value, {"name": STRING, "arguments": LEGACY_ARGUMENTS}, required=("name",))
 
 
 MESSAGE = {
@@ -111,44 +158,55 @@ MESSAGE = {
 }
 
 
-def _message(value: Any, param: str) -> None:
-    _fields(value, param, MESSAGE)
-    MESSAGE["role"](value.get("role"), f"{param}.role")
+def _message(value: Any) -> None:
+    _fields(value, MESSAGE)
+    _at(".role", MESSAGE["role"], value.get("role"))
 
 
-def _tool(value: Any, param: str) -> None:
-    _fields(value, param, {"type": STRING})
+def _function_definition(value: Any) -> None:
+    """A tool's `function`, or a legacy entry of `functions`."""
+    _fields(value, FUNCTION, required=("name",))
+
+
+def _tool(value: Any) -> None:
+    _fields(value, {"type": STRING})
     if value.get("type", "function") == "function":
-        definition = {"name": STRING, "description": STRING, "parameters": OBJECT}
-        _fields(value.get("function"), f"{param}.function", definition, required=("name",))
+        _at(".function", _function_definition, value.get("function"))
 
 
-def _tool_choice(value: Any, param: str) -> None:
+def _named(value: Any) -> None:
+    _fields(value, {"name": STRING}, required=("name",))
+
+
+def _tool_choice(value: Any) -> None:
     if isinstance(value, str):
         return
     if not isinstance(value, dict) or value.get("type", "function") != "function":
-        raise _fail(param, "a string or {type: function, function: {name}}")
-    _fields(value.get("function"), f"{param}.function", {"name": STRING}, required=("name",))
+        raise _Wrong("must be a string or {type: function, function: {name}}")
+    _at(".function", _named, value.get("function"))
 
 
-def _stop(value: Any, param: str) -> None:
+_strings = _list_of(STRING, "a string or a list of strings")
+
+
+def _stop(value: Any) -> None:
     if not isinstance(value, str):
-        _list_of(STRING, "a string or a list of strings")(value, param)
+        _strings(value)
 
 
-def _response_format(value: Any, param: str) -> None:
-    _fields(value, param, {"type": _one_of(RESPONSE_FORMATS)}, required=("type",))
+def _json_schema(value: Any) -> None:
+    _fields(value, JSON_SCHEMA)
+
+
+def _response_format(value: Any) -> None:
+    _fields(value, RESPONSE_FORMAT, required=("type",))
     if value["type"] == "json_schema":
-        _fields(value.get("json_schema"), f"{param}.json_schema", {"name": STRING, "schema": OBJECT})
+        _at(".json_schema", _json_schema, value.get("json_schema"))
 
 
-def _legacy_function(value: Any, param: str) -> None:
-    _fields(value, param, {"name": STRING, "description": STRING, "parameters": OBJECT}, required=("name",))
-
-
-def _function_choice(value: Any, param: str) -> None:
+def _function_choice(value: Any) -> None:
     if not isinstance(value, str):
-        _fields(value, param, {"name": STRING}, required=("name",))
+        _named(value)
 
 
 CHAT = {
@@ -156,7 +214,7 @@ CHAT = {
     "messages": _list_of(_message, "a list of messages"),
     "tools": _list_of(_tool, "a list of tools"),
     "tool_choice": _tool_choice,
-    "functions": _list_of(_legacy_function, "a list of functions"),
+    "functions": _list_of(_function_definition, "a list of functions"),
     "function_call": _function_choice,
     "stop": _stop,
     "response_format": _response_format,
@@ -177,23 +235,38 @@ CHAT = {
 
 
 def check_depth(body: Any, limit: int = MAX_DEPTH) -> None:
-    """A 400 when objects and lists nest deeper than `limit` anywhere (walked with a stack)."""
-    stack = [(body, 1)]
-    while stack:
-        value, depth = stack.pop()
+    """A 400 when objects and lists nest deeper than `limit` anywhere (walked a level at a time,
+    without recursion)."""
+    level = [body]
+    depth = 1
+    while level := [
+        child
+        for value in level
+        for child in (value.values() if isinstance(value, dict) else value)
+        if isinstance(child, (dict, list))
+    ]:
+        depth += 1
         if depth > limit:
             raise InvalidRequest(f"The request body nests deeper than {limit} levels")
-        children = value.values() if isinstance(value, dict) else value
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
 
 
 def check_chat(body: dict[str, Any]) -> None:
     """Check a chat request's shape; InvalidRequest names the first wrong field."""
     check_depth(body)
+    check_fields(body)
+
+
+def check_fields(body: dict[str, Any]) -> None:
+    """check_chat without the depth walk: for a body a front API built from a client's request
+    whose depth it has checked (what it builds nests a few levels deeper at most, far within what
+    the JSON encoder takes)."""
     model = body.get("model")
     if not isinstance(model, str) or not model.strip():
         raise InvalidRequest("'model' is required and must be a non-empty string", param="model")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("'messages' must be a non-empty list", param="messages")
-    _fields(body, "", CHAT)
+    try:
+        _fields(body, CHAT)
+    except _Wrong as wrong:
+        raise wrong.error() from None

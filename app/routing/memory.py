@@ -26,6 +26,7 @@ from app.routing.storage import (
     Pick,
     Refusal,
     Rest,
+    Settlement,
     SlotPlan,
     SlotState,
     SpanUsage,
@@ -211,25 +212,28 @@ class MemoryStorage(Storage):
             window.cursor = floor
         return window
 
-    def settle(self, slot: SlotPlan, rid: str, reserved: int, used: int) -> None:
+    def settle(
+        self, settlements: Sequence[Settlement], usage: UsageRow | None = None, keep_days: int = 0
+    ) -> None:
         with self._lock:
-            _settle(self._slots.get(slot.id), slot.spans, self._entries.get(rid), used)
+            for plan, rid, _, used in settlements:
+                if isinstance(plan, ClientPlan):
+                    _settle(self._clients.get(plan.id), plan.spans, self._client_entries.get(rid), used)
+                else:
+                    _settle(self._slots.get(plan.id), plan.spans, self._entries.get(rid), used)
+            if usage is not None:
+                self._count_usage(usage, keep_days)
 
-    def settle_client(self, client: ClientPlan, rid: str, reserved: int, used: int) -> None:
-        with self._lock:
-            _settle(self._clients.get(client.id), client.spans, self._client_entries.get(rid), used)
-
-    def record_usage(self, row: UsageRow, keep_days: int) -> None:
-        with self._lock:
-            counts = self._usage.setdefault((row.day, row.client, row.model), [0, 0, 0])
-            counts[0] += row.requests
-            counts[1] += row.prompt_tokens
-            counts[2] += row.completion_tokens
-            if row.day != self._usage_pruned:  # once a day, not on every request
-                self._usage_pruned = row.day
-                oldest = (date.fromisoformat(row.day) - timedelta(days=max(keep_days, 1) - 1)).isoformat()
-                for key in [key for key in self._usage if key[0] < oldest]:
-                    del self._usage[key]
+    def _count_usage(self, row: UsageRow, keep_days: int) -> None:
+        counts = self._usage.setdefault((row.day, row.client, row.model), [0, 0, 0])
+        counts[0] += row.requests
+        counts[1] += row.prompt_tokens
+        counts[2] += row.completion_tokens
+        if row.day != self._usage_pruned:  # once a day, not on every request
+            self._usage_pruned = row.day
+            oldest = (date.fromisoformat(row.day) - timedelta(days=max(keep_days, 1) - 1)).isoformat()
+            for key in [key for key in self._usage if key[0] < oldest]:
+                del self._usage[key]
 
     def usage(self, days: Sequence[str]) -> list[UsageRow]:
         wanted = set(days)

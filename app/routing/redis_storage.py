@@ -39,6 +39,7 @@ from app.routing.storage import (
     Pick,
     Refusal,
     Rest,
+    Settlement,
     SlotPlan,
     SlotState,
     SpanUsage,
@@ -346,28 +347,33 @@ if cand.fl then failing = 1 end
 return {cand.c, trial, failing, hint[1], hint[2], hint[3], cand.ktrial}
 """
 
-# KEYS: log, windows. ARGV: old member, new member, token delta, span ids.
+# KEYS: per settlement its log and windows, then the day's usage hash when there is a row. ARGV:
+# the settlement count, per settlement: old member, new member, token delta, span count, span ids;
+# then the row's "client\nmodel", requests, prompt tokens, completion tokens and the hash's ttl.
 _SETTLE = """
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not score then return 0 end
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('ZADD', KEYS[1], score, ARGV[2])
-score = tonumber(score)
-for i = 4, #ARGV do
-  if score > (tonumber(redis.call('HGET', KEYS[2], 'c' .. ARGV[i])) or 0) then
-    redis.call('HINCRBY', KEYS[2], 's' .. ARGV[i], ARGV[3])
+local a = 2
+for i = 1, tonumber(ARGV[1]) do
+  local lkey, wkey, n = KEYS[2 * i - 1], KEYS[2 * i], tonumber(ARGV[a + 3])
+  local score = redis.call('ZSCORE', lkey, ARGV[a])
+  if score then
+    redis.call('ZREM', lkey, ARGV[a])
+    redis.call('ZADD', lkey, score, ARGV[a + 1])
+    score = tonumber(score)
+    for j = a + 4, a + 3 + n do
+      if score > (tonumber(redis.call('HGET', wkey, 'c' .. ARGV[j])) or 0) then
+        redis.call('HINCRBY', wkey, 's' .. ARGV[j], ARGV[a + 2])
+      end
+    end
   end
+  a = a + 4 + n
 end
-return 1
-"""
-
-# KEYS: one day's usage hash. ARGV: "client\nmodel", requests, prompt tokens, completion tokens, ttl.
-_RECORD_USAGE = """
-local k, who = KEYS[1], ARGV[1]
-redis.call('HINCRBY', k, who .. '\\nr', ARGV[2])
-redis.call('HINCRBY', k, who .. '\\np', ARGV[3])
-redis.call('HINCRBY', k, who .. '\\nc', ARGV[4])
-if redis.call('PTTL', k) < 0 then redis.call('PEXPIRE', k, ARGV[5]) end
+if a <= #ARGV then
+  local k, who = KEYS[#KEYS], ARGV[a]
+  redis.call('HINCRBY', k, who .. '\\nr', ARGV[a + 1])
+  redis.call('HINCRBY', k, who .. '\\np', ARGV[a + 2])
+  redis.call('HINCRBY', k, who .. '\\nc', ARGV[a + 3])
+  if redis.call('PTTL', k) < 0 then redis.call('PEXPIRE', k, ARGV[a + 4]) end
+end
 return 1
 """
 
@@ -443,7 +449,6 @@ class RedisStorage(Storage):
         self._reserve = client.register_script(_PRELUDE + _RESERVE)
         self._settle = client.register_script(_SETTLE)
         self._report = client.register_script(_REPORT)
-        self._record_usage = client.register_script(_RECORD_USAGE)
         self._rest = client.register_script(_REST)
         self._inspect = client.register_script(_PRELUDE + _INSPECT)
         self._prefix = f"{namespace}:{{quota}}"
@@ -516,22 +521,23 @@ class RedisStorage(Storage):
             return Pick(client_refusal=refusals[0])
         return Pick(refusals=refusals)
 
-    def settle(self, slot: SlotPlan, rid: str, reserved: int, used: int) -> None:
-        log_key, windows_key = self._window_keys(slot)
-        used = max(used, 0)
-        args = [f"{rid}|{reserved}", f"{rid}|{used}", used - reserved, *(s.id for s in slot.spans)]
-        self._run(self._script, self._settle, [log_key, windows_key], args)
-
-    def settle_client(self, client: ClientPlan, rid: str, reserved: int, used: int) -> None:
-        used = max(used, 0)
-        keys = [f"{self._prefix}:clog:{client.id}", f"{self._prefix}:cwin:{client.id}"]
-        args = [f"{rid}|{reserved}", f"{rid}|{used}", used - reserved, *(s.id for s in client.spans)]
-        self._run(self._script, self._settle, keys, args)
-
-    def record_usage(self, row: UsageRow, keep_days: int) -> None:
-        ttl = (max(keep_days, 1) + 1) * 86400 * 1000  # a day's hash outlives the days it is shown
-        args = [f"{row.client}\n{row.model}", row.requests, row.prompt_tokens, row.completion_tokens, ttl]
-        self._run(self._script, self._record_usage, [self._usage_key(row.day)], args)
+    def settle(
+        self, settlements: Sequence[Settlement], usage: UsageRow | None = None, keep_days: int = 0
+    ) -> None:
+        keys: list[str] = []
+        args: list[Any] = [len(settlements)]
+        for plan, rid, reserved, used in settlements:
+            keys += self._client_keys(plan) if isinstance(plan, ClientPlan) else self._window_keys(plan)
+            used = max(used, 0)
+            args += (f"{rid}|{reserved}", f"{rid}|{used}", used - reserved, len(plan.spans))
+            args += (span.id for span in plan.spans)
+        if usage is not None:
+            keys.append(self._usage_key(usage.day))
+            ttl = (max(keep_days, 1) + 1) * 86400 * 1000  # a day's hash outlives the days it is shown
+            args += (f"{usage.client}\n{usage.model}", usage.requests, usage.prompt_tokens)
+            args += (usage.completion_tokens, ttl)
+        if keys:
+            self._run(self._script, self._settle, keys, args)
 
     def usage(self, days: Sequence[str]) -> list[UsageRow]:
         pipe = self._redis.pipeline(transaction=False)
@@ -612,6 +618,10 @@ class RedisStorage(Storage):
             p = self._prefix
             keys = self._slot_keys[slot.id] = (f"{p}:log:{slot.id}", f"{p}:win:{slot.id}")
         return keys
+
+    def _client_keys(self, client: ClientPlan) -> tuple[str, str]:
+        """The client's reservation log and window sums."""
+        return f"{self._prefix}:clog:{client.id}", f"{self._prefix}:cwin:{client.id}"
 
     def _script(self, script: Script, keys: list[str], args: list[Any]) -> Any:
         """EVALSHA over this thread's own connection, the one round trip a request needs.

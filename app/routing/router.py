@@ -58,6 +58,7 @@ from app.routing.storage import (
     Pick,
     Refusal,
     Rest,
+    Settlement,
     SlotPlan,
     SlotState,
     Storage,
@@ -305,11 +306,22 @@ class Router:
             client=charged,
         )
 
-    def succeeded(self, res: Reservation, headers: Mapping[str, str], used_tokens: object) -> None:
-        """Settle tokens to the real usage and follow the upstream's own rate-limit hints.
-        Best effort: the answer is already made, so a storage failure is logged and counted."""
+    def succeeded(
+        self,
+        res: Reservation,
+        headers: Mapping[str, str],
+        used_tokens: object,
+        *,
+        client: str | None = None,
+        usage: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Settle tokens to the real usage and follow the upstream's own rate-limit hints. With
+        `client`, the answer also counts in that client's usage (see record_usage), in the same
+        storage step as the settle. Best effort: the answer is already made, so a storage failure
+        is logged and counted."""
         with self._best_effort(res, "success"):
-            self._succeeded(res, headers, valid_tokens(used_tokens))
+            row = self._usage_row(client, res.model.name, usage) if client is not None else None
+            self._succeeded(res, headers, valid_tokens(used_tokens), row)
 
     def failed(self, res: Reservation, error: ProxyError) -> None:
         """Rest the key after a failure that is the key's (the error's Cooldown, a 429, an auth
@@ -334,15 +346,24 @@ class Router:
                 exc.message,
             )
 
-    def _succeeded(self, res: Reservation, headers: Mapping[str, str], used_tokens: int | None) -> None:
+    def _succeeded(
+        self, res: Reservation, headers: Mapping[str, str], used_tokens: int | None, usage: UsageRow | None
+    ) -> None:
         slot = self._by_label[res.model.name, res.key_label]
         now = self._now()
+        settlements = []
         if used_tokens is not None and used_tokens != res.tokens and slot.plan.model.counts_tokens:
-            self._storage.settle(slot.plan, res.id, res.tokens, used_tokens)
+            settlements.append(Settlement(slot.plan, res.id, res.tokens, used_tokens))
         charge = res.client
-        counted = charge is not None and charge.plan.counts_tokens
-        if counted and used_tokens is not None and used_tokens != charge.tokens:  # type: ignore[union-attr]
-            self._storage.settle_client(charge.plan, charge.id, charge.tokens, used_tokens)
+        if (
+            charge is not None
+            and charge.plan.counts_tokens
+            and used_tokens is not None
+            and used_tokens != charge.tokens
+        ):
+            settlements.append(Settlement(charge.plan, charge.id, charge.tokens, used_tokens))
+        if settlements or usage is not None:
+            self._storage.settle(settlements, usage, self._usage_days)
         hint = _upstream_rest(headers)
         if hint is not None:
             seconds, reason = hint
@@ -358,7 +379,7 @@ class Router:
         if not charge.plan.counts_tokens or not charge.tokens:
             return
         try:
-            self._storage.settle_client(charge.plan, charge.id, charge.tokens, 0)
+            self._storage.settle([Settlement(charge.plan, charge.id, charge.tokens, 0)])
         except ServiceUnavailable as exc:
             with self._settle_lock:
                 self._settle_failures += 1
@@ -367,16 +388,19 @@ class Router:
     def record_usage(self, client: str, model: str, usage: Mapping[str, Any] | None) -> None:
         """Count one answered request of `client` on `model` today (UTC), with the prompt and
         completion tokens the upstream reported. Best effort: the answer is already made."""
-        usage = usage or {}
-        day = time.strftime("%Y-%m-%d", time.gmtime(self._clock()))
-        prompt = valid_tokens(usage.get("prompt_tokens")) or 0
-        completion = valid_tokens(usage.get("completion_tokens")) or 0
         try:
-            self._storage.record_usage(UsageRow(day, client, model, 1, prompt, completion), self._usage_days)
+            self._storage.record_usage(self._usage_row(client, model, usage), self._usage_days)
         except ServiceUnavailable as exc:
             with self._settle_lock:
                 self._settle_failures += 1
             log.warning("could not record the usage of client %s on %s: %s", client, model, exc.message)
+
+    def _usage_row(self, client: str, model: str, usage: Mapping[str, Any] | None) -> UsageRow:
+        usage = usage or {}
+        day = time.strftime("%Y-%m-%d", time.gmtime(self._clock()))
+        prompt = valid_tokens(usage.get("prompt_tokens")) or 0
+        completion = valid_tokens(usage.get("completion_tokens")) or 0
+        return UsageRow(day, client, model, 1, prompt, completion)
 
     def usage(self, days: int) -> list[UsageRow]:
         """Usage rows of the last `days` UTC days (today included), newest day first."""
@@ -391,7 +415,7 @@ class Router:
         cooldown = _cooldown_of(error)
         fault = cooldown is None and _is_fault(error)
         if not fault and res.tokens and slot.plan.model.counts_tokens:  # refused, so nothing was used
-            self._storage.settle(slot.plan, res.id, res.tokens, 0)
+            self._storage.settle([Settlement(slot.plan, res.id, res.tokens, 0)])
         if cooldown is not None:
             self._rest(slot, cooldown, now)
         if res.key_trial and not fault and (cooldown is None or cooldown.kind not in WHOLE_KEY):

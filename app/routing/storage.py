@@ -68,6 +68,16 @@ class UsageRow(NamedTuple):
     completion_tokens: int
 
 
+class Settlement(NamedTuple):
+    """A reservation's entry `rid` in a slot's or a client's windows (`plan`): its `reserved` token
+    estimate becomes `used` wherever the entry still counts."""
+
+    plan: SlotPlan | ClientPlan
+    rid: str
+    reserved: int
+    used: int
+
+
 class Refusal(NamedTuple):
     index: int  # into the slots passed to reserve()
     code: str
@@ -138,16 +148,15 @@ class Storage(ABC):
         refuses as usual, and either way neither the client nor any slot is charged."""
 
     @abstractmethod
-    def settle(self, slot: SlotPlan, rid: str, reserved: int, used: int) -> None:
-        """Replace a reservation's token estimate with the real usage, wherever it still counts."""
+    def settle(
+        self, settlements: Sequence[Settlement], usage: UsageRow | None = None, keep_days: int = 0
+    ) -> None:
+        """In one step (one lock, one Redis round trip): each settlement, and `usage` added to the
+        counts of its (day, client, model), where days older than `keep_days` may go."""
 
-    @abstractmethod
-    def settle_client(self, client: ClientPlan, rid: str, reserved: int, used: int) -> None:
-        """settle() for the client's entry `rid`."""
-
-    @abstractmethod
     def record_usage(self, row: UsageRow, keep_days: int) -> None:
-        """Add a row's counts to its (day, client, model); days older than `keep_days` may go."""
+        """Add a row's counts to its (day, client, model), with nothing to settle."""
+        self.settle((), row, keep_days)
 
     @abstractmethod
     def usage(self, days: Sequence[str]) -> list[UsageRow]:

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.api import anthropic, responses
+from app.api.schema import MAX_DEPTH
 from app.errors import InvalidRequest
 
 JSON = st.recursive(
@@ -57,11 +58,26 @@ RESPONSES_FIELDS = (
 FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+def depth(value: Any) -> int:
+    """Levels of objects and lists (a scalar: 0)."""
+    if isinstance(value, dict):
+        value = list(value.values())
+    if not isinstance(value, list):
+        return 0
+    return 1 + max(map(depth, value), default=0)
+
+
 def translated_or_refused(translate: Any, body: dict[str, Any]) -> None:
+    """Translated, or refused with a 400. The depth is walked once, on the client's body: what a
+    front builds from it nests only a few levels deeper (a tool's schema moves under `function`, a
+    call item becomes a message's tool call)."""
     try:
-        translate(body)
+        translated = translate(body)
     except InvalidRequest as exc:
         assert exc.status == 400 and exc.message
+        return
+    chat = translated if isinstance(translated, dict) else translated.chat
+    assert depth(chat) <= depth(body) + 3
 
 
 @FUZZ
@@ -104,3 +120,26 @@ def test_deep_nesting_is_refused_not_a_crash():
     call = {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}", "extra": deep}
     with pytest.raises(InvalidRequest, match="nests deeper"):
         responses.to_chat({"model": "m", "input": [{"role": "user", "content": "hi"}, call]})
+
+
+@pytest.mark.parametrize("front", ["anthropic", "responses"])
+def test_depth_is_walked_once_on_the_clients_body(front: str) -> None:
+    schema: Any = {"type": "object"}
+    for _ in range(MAX_DEPTH - 5):  # the body nests exactly MAX_DEPTH levels deep
+        schema = {"a": schema}
+    if front == "anthropic":
+        translate: Any = anthropic.to_chat
+        body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+        body["tools"] = [{"name": "f", "input_schema": {"p": schema}}]
+    else:
+        translate = lambda body: responses.to_chat(body).chat  # noqa: E731
+        body = {
+            "model": "m",
+            "input": "x",
+            "tools": [{"type": "function", "name": "f", "parameters": {"p": schema}}],
+        }
+    assert depth(body) == MAX_DEPTH
+    assert depth(translate(body)) == MAX_DEPTH + 1  # its tool schema moved under `function`
+    body["tools"][0]["extra"] = [{"p": schema}]  # one level more, in a field the front drops
+    with pytest.raises(InvalidRequest, match="nests deeper"):
+        translate(body)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 
 import pytest
+import redis
 
 from app.config import BreakerConfig, RoutingConfig
 from app.errors import ClientQuotaExceeded, RateLimited
-from app.routing import ClientPlan, Router, UsageRow
+from app.routing import ClientPlan, RedisStorage, Router, UsageRow
 from app.routing.limits import client_spans
 from tests.routing.conftest import WITHOUT_TLS, FakeClock, model
 
@@ -156,3 +158,66 @@ def test_usage_rows_add_up_per_day_client_and_model(make_storage) -> None:
         UsageRow("2026-11-29", "bob", "groq/b", 1, 4, 4),
     ]
     assert make_storage().usage(["2026-11-27"]) == []
+
+
+def tokens_used(router: Router, name: str) -> int:
+    entry = next(e for e in router.snapshot() if e["name"] == name)
+    return next(w["used"] for w in entry["windows"] if w["window"] == "tokens_per_minute")
+
+
+def test_an_answer_settles_model_and_client_and_records_usage_in_one_storage_step(
+    make_storage, clock
+) -> None:
+    m = model(tokens_per_minute=1000)
+    storage = make_storage()
+    steps: list[tuple] = []
+    settle = storage.settle
+    storage.settle = lambda *args: (steps.append(args), settle(*args))[1]  # type: ignore[method-assign]
+    router = Router([m], storage, RoutingConfig(), BreakerConfig(), clock=clock)
+    plan = client(tpm=500)
+    res = router.acquire([m], length=1, tokens=400, client=plan)
+    usage = {"prompt_tokens": 4, "completion_tokens": 6, "total_tokens": 10}
+    router.succeeded(res, {}, used_tokens=10, client="alice", usage=usage)
+    assert len(steps) == 1
+    assert tokens_used(router, m.name) == 10  # the model's window: settled
+    router.acquire([m], length=1, tokens=480, client=plan)  # the client's: 10 + 480 fit in 500
+    day = time.strftime("%Y-%m-%d", time.gmtime(clock()))
+    assert make_storage().usage([day]) == [UsageRow(day, "alice", m.name, 1, 4, 6)]
+
+
+def test_an_answer_with_nothing_to_settle_still_records_usage(make_storage, clock) -> None:
+    m = model(requests_per_minute=100)
+    router = Router([m], make_storage(), RoutingConfig(), BreakerConfig(), clock=clock)
+    router.succeeded(router.acquire([m], length=1, tokens=5), {}, used_tokens=None, client="bob")
+    day = time.strftime("%Y-%m-%d", time.gmtime(clock()))
+    assert make_storage().usage([day]) == [UsageRow(day, "bob", m.name, 1, 0, 0)]
+
+
+@pytest.mark.redis
+def test_an_answered_request_is_two_redis_round_trips(redis_url: str, redis_namespace: str, clock) -> None:
+    """The reservation, then one settle carrying the model's and the client's tokens and the usage
+    row (MONITOR: commands sent by clients; those a script runs are listed as `lua`)."""
+    m = model(tokens_per_minute=1000)
+    router = Router(
+        [m], RedisStorage.from_url(redis_url, redis_namespace), RoutingConfig(), BreakerConfig(), clock=clock
+    )
+    plan = client(tpm=5000)
+    usage = {"prompt_tokens": 4, "completion_tokens": 6}
+
+    def answered() -> None:
+        router.succeeded(
+            router.acquire([m], length=1, tokens=40, client=plan), {}, 10, client="alice", usage=usage
+        )
+
+    answered()  # the scripts are loaded
+    watcher = redis.Redis.from_url(redis_url)
+    marker = f"{redis_namespace}:done"
+    sent = []
+    with watcher.monitor() as monitor:
+        answered()
+        watcher.echo(marker)
+        while (command := monitor.next_command())["command"] != f"ECHO {marker}":
+            if command["client_type"] != "lua" and redis_namespace in command["command"]:
+                sent.append(command["command"].split()[0])
+    watcher.close()
+    assert sent == ["EVALSHA", "EVALSHA"]

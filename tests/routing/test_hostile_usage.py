@@ -13,7 +13,7 @@ from app.errors import RateLimited, ServiceUnavailable, UpstreamError
 from app.routing import Router
 from app.routing.limits import US, plan_for
 from app.routing.router import MAX_TOKENS, valid_tokens
-from app.routing.storage import SlotPlan, Storage
+from app.routing.storage import Settlement, SlotPlan, Storage
 from tests.routing.conftest import FakeClock, model
 
 
@@ -84,7 +84,7 @@ def test_storage_survives_a_negative_count_it_was_handed(make_storage) -> None:
         return storage.inspect([slot], now)[0].spans[0].tokens
 
     assert reserve(300, t0, "r1")
-    storage.settle(slot, "r1", 300, -100_000_000)
+    storage.settle([Settlement(slot, "r1", 300, -100_000_000)])
     assert 0 <= used(t0) <= 1000
     assert reserve(1000, t0 + 1, "r2")
     assert not reserve(1, t0 + 2, "r3")  # still limiting
@@ -124,12 +124,6 @@ class FailingOutcomes(Storage):
         raise ServiceUnavailable("quota storage unavailable")
 
     def restore_key(self, *args, **kwargs) -> None:
-        raise ServiceUnavailable("quota storage unavailable")
-
-    def settle_client(self, *args, **kwargs) -> None:
-        raise ServiceUnavailable("quota storage unavailable")
-
-    def record_usage(self, *args, **kwargs) -> None:
         raise ServiceUnavailable("quota storage unavailable")
 
     def usage(self, *args, **kwargs):
