@@ -146,6 +146,11 @@ def _slots_of(model: ModelConfig, plan: ModelPlan) -> tuple[_Slot, ...]:
     return tuple(slots)
 
 
+def _day_name(number: int) -> str:
+    """A UTC day (days since the epoch) as "YYYY-MM-DD"."""
+    return time.strftime("%Y-%m-%d", time.gmtime(number * 86400))
+
+
 def _cooldown_of(error: ProxyError) -> Cooldown | None:
     """The class an adapter gave the failure; else what the error's type says about the key."""
     given = getattr(error, "cooldown", None)
@@ -210,6 +215,7 @@ class Router:
         self._seen: dict[str, tuple[int, int, int]] = {}
         self._settle_failures = 0
         self._settle_lock = threading.Lock()
+        self._today = (-1, "")  # (UTC day number, "YYYY-MM-DD"): formatted once a day
 
     @property
     def settle_failures(self) -> int:
@@ -397,7 +403,10 @@ class Router:
 
     def _usage_row(self, client: str, model: str, usage: Mapping[str, Any] | None) -> UsageRow:
         usage = usage or {}
-        day = time.strftime("%Y-%m-%d", time.gmtime(self._clock()))
+        today, cached = int(self._clock() // 86400), self._today
+        if cached[0] != today:
+            cached = self._today = (today, _day_name(today))
+        day = cached[1]
         prompt = valid_tokens(usage.get("prompt_tokens")) or 0
         completion = valid_tokens(usage.get("completion_tokens")) or 0
         return UsageRow(day, client, model, 1, prompt, completion)
@@ -405,7 +414,7 @@ class Router:
     def usage(self, days: int) -> list[UsageRow]:
         """Usage rows of the last `days` UTC days (today included), newest day first."""
         today = int(self._clock() // 86400)
-        names = [time.strftime("%Y-%m-%d", time.gmtime((today - n) * 86400)) for n in range(max(days, 1))]
+        names = [_day_name(today - n) for n in range(max(days, 1))]
         rows = self._storage.usage(names)
         return sorted(rows, key=lambda r: (names.index(r.day), r.client, r.model))
 

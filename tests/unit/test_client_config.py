@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from app import clients as clients_module
 from app.clients import Clients
 from app.config import ConfigError, parse_config
 from app.services import config_secrets
@@ -45,6 +46,24 @@ def test_key_sha256_is_matched_by_digest_in_any_case() -> None:
     assert found is not None and found.name == "carol"
     assert clients.identify(DIGEST) is None
     assert clients.identify("carol-key ") is None
+
+
+def test_a_known_key_is_found_again_without_hashing_and_nothing_else_is_kept(monkeypatch) -> None:
+    clients = Clients(
+        parse([{"name": "carol", "key": "carol-key"}, {"name": "erin", "key": "erin-key"}]).clients
+    )
+    hashed: list[str] = []
+    sha256 = clients_module.hashlib.sha256
+    monkeypatch.setattr(clients_module.hashlib, "sha256", lambda data: (hashed.append(data), sha256(data))[1])
+    for _ in range(3):
+        assert clients.identify("carol-key").name == "carol"
+        assert clients.identify("carol-key!") is None  # unknown keys are hashed every time
+    assert hashed == [b"carol-key", b"carol-key!", b"carol-key!", b"carol-key!"]
+    for n in range(100):
+        clients.identify(f"guess-{n}")
+    assert clients.identify("erin-key").name == "erin"
+    assert clients.identify("erin-key").name == "erin"
+    assert len(hashed) == 4 + 100 + 1  # guesses are never kept: erin's key found a place
 
 
 def test_a_client_whose_key_resolves_to_empty_is_left_out() -> None:
