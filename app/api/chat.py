@@ -25,10 +25,10 @@ def read_body() -> bytes:
     try:
         raw = request.get_data(cache=False)
         # Werkzeug stops a chunked body at the limit without saying so: one byte more means too large.
-        limit = request.max_content_length
-        chunked = request.content_length is None and limit is not None and len(raw) >= limit
-        if chunked and request.environ["wsgi.input"].read(1):
-            raise RequestTooLarge(f"Request body is larger than the limit of {limit} bytes")
+        if request.content_length is None:
+            limit = request.max_content_length
+            if limit is not None and len(raw) >= limit and request.environ["wsgi.input"].read(1):
+                raise RequestTooLarge(f"Request body is larger than the limit of {limit} bytes")
     except (HTTPException, RequestTooLarge):
         raise
     except Exception:  # the WSGI server's own parse error (gunicorn: InvalidChunkSize, ...)

@@ -119,6 +119,8 @@ def json_format(body: Mapping[str, Any]) -> tuple[str | None, Any]:
 
 def expect(value: Any, kind: type | tuple[type, ...], what: str) -> Any:
     """`value` if it is of `kind`, else MalformedAnswer naming the field (never its value)."""
+    if type(value) is kind:  # the common case, and never a bool where a number is wanted
+        return value
     kinds = kind if isinstance(kind, tuple) else (kind,)
     if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
         raise MalformedAnswer(f"{what} has the wrong type")
@@ -331,8 +333,9 @@ def _check_tool_calls(calls: Any, where: str, streamed: bool) -> None:
 def _check_message(message: Any, where: str, streamed: bool) -> None:
     expect(message, dict, where)
     for field in ("role", "content", "reasoning_content", "reasoning", "refusal"):
-        if message.get(field) is not None:
-            expect(message[field], str, f"{where}.{field}")
+        value = message.get(field)
+        if value is not None and type(value) is not str:  # the field's name only when it is wrong
+            expect(value, str, f"{where}.{field}")
     if message.get("tool_calls") is not None:
         _check_tool_calls(message["tool_calls"], where, streamed)
 
@@ -356,8 +359,9 @@ def _check_choices(body: Any, key: str) -> None:
     if body.get("usage") is not None:
         expect(body["usage"], dict, "usage")
         for field in ("prompt_tokens", "completion_tokens", "total_tokens"):
-            if body["usage"].get(field) is not None:
-                expect(body["usage"][field], int, f"usage.{field}")
+            count = body["usage"].get(field)
+            if count is not None and type(count) is not int:
+                expect(count, int, f"usage.{field}")
 
 
 def check_completion(body: Any) -> dict[str, Any]:
