@@ -67,11 +67,21 @@ BOOLEAN = _typed(bool, "a boolean")
 
 
 def _fields(value: Any, fields: Mapping[str, Check], required: tuple[str, ...] = ()) -> None:
-    """`value` is an object whose `fields` that are set (not null) pass their checks."""
+    """`value` is an object whose `fields` that are set (not null) pass their checks; the first
+    wrong one in the order of `fields` is named."""
     OBJECT(value)
     for name in required:
         if value.get(name) is None:
             raise _Wrong("is required", f".{name}")
+    if len(value) < len(fields):  # usually: check what is set, then name a wrong field below
+        try:
+            for name, item in value.items():
+                check = fields.get(name)
+                if check is not None and item is not None:
+                    check(item)
+            return
+        except _Wrong:
+            pass
     for name, check in fields.items():
         item = value.get(name)
         if item is not None:
@@ -160,7 +170,8 @@ MESSAGE = {
 
 def _message(value: Any) -> None:
     _fields(value, MESSAGE)
-    _at(".role", MESSAGE["role"], value.get("role"))
+    if value.get("role") is None:  # checked above when set
+        _at(".role", MESSAGE["role"], None)
 
 
 def _function_definition(value: Any) -> None:
