@@ -20,15 +20,14 @@ bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8080')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 # gthread, with gunicorn's own error answers (bad request line, limits) as JSON: see app/worker.py.
 worker_class = "app.worker.ThreadWorker"
-# Sizing (see README, "Sizing"): one worker holds 1,000 concurrent streams with room to spare.
-# A request holds a thread for its whole life, a stream for minutes, waiting on its upstream, not on
-# the CPU; so the thread count is the number of requests (streams) a worker serves at once, and the
-# rest wait in a queue with no byte sent. The pool starts a thread only when none is idle: an unused
-# allowance costs nothing. A thread serving a stream costs ~60 KiB of RSS (its stack pages, its
-# connection's buffers) plus ~20 KiB for the gateway's reader thread of that stream: 1,000 streams
-# measured ~XX MiB above an idle worker. So 1,500: the 1,000 streams plus room for the ordinary
-# requests and slow clients that arrive meanwhile. What a worker can really carry is its CPU (one
-# core, one GIL): the chunks a second of all its streams together, not their number.
+# Sizing (README, "Sizing"). A request holds a thread for its whole life, a stream for as long as it
+# lasts, waiting on its upstream rather than the CPU: the thread count is how many requests (streams)
+# a worker serves at once, and the others wait in a queue with no byte sent. Threads start only when
+# none is idle, so an unused allowance costs nothing. Measured: an open stream costs ~82 KiB of RSS,
+# its thread here (~60 KiB: stack pages, buffers) and the gateway's reader thread of its upstream
+# (~20 KiB); 1,000 streams of a chunk a second took ~80 MiB above an idle worker and a quarter to a
+# third of one core. So 1,500: the 1,000 streams of the target plus room for the ordinary requests and
+# slow clients that come meanwhile. A worker's real limit is its CPU (one core), spent per chunk.
 threads = int(os.environ.get("AI_PROXY_THREADS", "1500"))
 # gthread workers heartbeat from their main loop, so a long stream never trips `timeout`; it only
 # catches a worker that is truly stuck.

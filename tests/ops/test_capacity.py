@@ -8,7 +8,10 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import resource
 import socket
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +20,7 @@ from statistics import median
 import pytest
 
 from tests.fakes.server import Recorded
+from tests.harness import REPO_ROOT, child_env
 from tests.ops.conftest import CLIENT_KEY, FAST_ENV, chat_body, config, get, model, stream
 
 pytestmark = pytest.mark.e2e
@@ -124,3 +128,48 @@ def test_fifty_trickling_clients_do_not_hold_up_a_normal_request(gunicorn_server
             sock.close()
     # The target is 100 ms more at most; a wide bound against the reference of this run.
     assert with_tricklers < 5 * reference + 1.0, (reference, with_tricklers)
+
+
+SIZING = """
+import resource, runpy, types
+conf = runpy.run_path("gunicorn.conf.py")
+warnings = []
+log = types.SimpleNamespace(warning=lambda text, *args: warnings.append(text % args))
+conf["when_ready"](types.SimpleNamespace(log=log, cfg=types.SimpleNamespace(preload_app=False)))
+print(conf["threads"], conf["worker_connections"], resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+print(*warnings)
+"""
+
+
+def sizing(soft: int, hard: int) -> tuple[list[int], str]:
+    """The default threads, worker_connections and open-file limit as gunicorn.conf.py leaves them in a
+    process that starts with these limits; the start-up warning, if any."""
+
+    def limits() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    done = subprocess.run(
+        [sys.executable, "-c", SIZING],
+        cwd=REPO_ROOT,
+        env=child_env(),
+        preexec_fn=limits,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    numbers, warning = done.stdout.split("\n")[:2]
+    return [int(n) for n in numbers.split()], warning
+
+
+def test_defaults_size_for_1500_streams_and_raise_the_open_file_limit():
+    needed = 3000 + 2 * 1500 + 256
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    top = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
+    (threads, connections, limit), warning = sizing(1024, top)
+    assert (threads, connections, limit) == (1500, 3000, top)
+    assert (warning == "") == (top == needed), warning
+    # A hard limit too low for the defaults: raised as far as it goes, and said at start.
+    (_, _, limit), warning = sizing(1024, 2000)
+    assert limit == 2000
+    assert "open-file limit (ulimit -n) is 2000" in warning and str(needed) in warning
