@@ -417,15 +417,14 @@ def gemini_stream_to_chunks(events: Iterable[SSEEvent], model_name: str) -> Iter
             _read_parts(candidate, output)
             delta: dict[str, Any] = {}
             if output.text:
-                delta["content"] = "".join(output.text)
+                delta["content"] = output.text
             if output.reasoning:
-                delta["reasoning_content"] = "".join(output.reasoning)
-            if output.tool_calls:
+                delta["reasoning_content"] = output.reasoning
+            calls = output.tool_calls
+            if calls:
                 first = call_counts.get(index, 0)
-                delta["tool_calls"] = [
-                    {"index": first + k, **call} for k, call in enumerate(output.tool_calls)
-                ]
-                call_counts[index] = first + len(output.tool_calls)
+                delta["tool_calls"] = [{"index": first + k, **call} for k, call in enumerate(calls)]
+                call_counts[index] = first + len(calls)
             reason = _finish_reason(candidate.get("finishReason"), index in call_counts)
             if delta or reason:
                 yield writer.delta(delta, reason, index)

@@ -1,9 +1,11 @@
 """OpenAI's Chat Completions shape, in one place: what every adapter reads from a request and writes back.
 
 - request side: `max_tokens` (one rule), `renamed_params`, `content_text`, `function_tools`, `json_format`;
-- answers: `Answer` accumulates one upstream answer (text, reasoning, tool calls per choice, usage) and
-  renders the `chat.completion`; `ChunkWriter` writes the `chat.completion.chunk`s of a stream with any
-  number of choices; `tool_call` is the one tool-call normaliser, `usage` the one usage builder;
+- answers: `Answer`, the one accumulator of an answer (per choice its reasoning, text and tool-call
+  `Block`s in order, the finish reason; the usage): adapters fill it from an upstream's answer and render
+  the `chat.completion`, the front APIs gather it back from a `chat.completion` or its chunks;
+  `ChunkWriter` writes the `chat.completion.chunk`s of a stream with any number of choices;
+  `tool_call` is the one tool-call normaliser, `usage` the one usage builder;
   `check_completion` / `check_chunk` validate an OpenAI-shaped answer we pass through as it is;
 - errors: `error_for_status` (an upstream HTTP status -> our error, with the key's cooldown class that
   the status alone says; adapters pass a finer one), `openai_error_message` (the error envelope),
@@ -17,6 +19,7 @@ boundary turns it, like any other TypeError/LookupError/ValueError met while tra
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import time
 import uuid
@@ -184,43 +187,120 @@ def usage(
     return out
 
 
-class Output:
-    """One choice of an answer as it is gathered: text, reasoning, tool calls and finish reason."""
+REASONING, TEXT, TOOL_CALL = "reasoning", "text", "tool_call"
+REASONING_KEYS = ("reasoning_content", "reasoning")  # ours, then OpenRouter's
+TOOL_CALL_FIELDS = ("index", "id", "type", "function")  # what a Block holds apart from `extra`
 
-    __slots__ = ("finish_reason", "reasoning", "text", "tool_calls")
+
+@dataclasses.dataclass(slots=True)
+class Block:
+    """One piece of an answer's content, in the order it came: reasoning, text or a tool call."""
+
+    kind: str  # REASONING, TEXT or TOOL_CALL
+    text: str = ""  # the text, the reasoning, or a tool call's arguments (JSON text)
+    call_id: str = ""
+    name: str = ""
+    # a tool call's other fields, e.g. Gemini's `extra_content`
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def tool_call(self) -> dict[str, Any]:
+        return {
+            "id": self.call_id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.text},
+            **self.extra,
+        }
+
+
+Piece = tuple[Block, str]  # what one add_* call gathered: the block it went into, and the new text
+
+
+class Output:
+    """One choice of an answer as it is gathered: its blocks in order (text after text, or reasoning
+    after reasoning, joins the same block) and its finish reason."""
+
+    __slots__ = ("blocks", "calls", "finish_reason")
 
     def __init__(self) -> None:
-        self.text: list[str] = []
-        self.reasoning: list[str] = []
-        self.tool_calls: list[dict[str, Any]] = []
+        self.blocks: list[Block] = []
+        self.calls: dict[int, Block] = {}  # the tool calls by their index (a stream sends them in pieces)
         self.finish_reason: str | None = None
 
-    def add_text(self, text: Any) -> None:
-        if optional_text(text, "content"):
-            self.text.append(text)
+    @property
+    def text(self) -> str:
+        return self._joined(TEXT)
 
-    def add_reasoning(self, text: Any) -> None:
-        if optional_text(text, "reasoning"):
-            self.reasoning.append(text)
+    @property
+    def reasoning(self) -> str:
+        return self._joined(REASONING)
 
-    def add_tool_call(self, call: dict[str, Any]) -> None:
-        self.tool_calls.append(call)
+    @property
+    def tool_calls(self) -> list[dict[str, Any]]:
+        return [block.tool_call() for block in self.calls.values()]
+
+    def _joined(self, kind: str) -> str:
+        return "".join(block.text for block in self.blocks if block.kind == kind)
+
+    def add_text(self, text: Any) -> Piece | None:
+        return self._add(TEXT, optional_text(text, "content"))
+
+    def add_reasoning(self, text: Any) -> Piece | None:
+        return self._add(REASONING, optional_text(text, "reasoning"))
+
+    def _add(self, kind: str, text: str) -> Piece | None:
+        if not text:
+            return None
+        block = self.blocks[-1] if self.blocks else None
+        if block is None or block.kind != kind:
+            block = Block(kind)
+            self.blocks.append(block)
+        block.text += text
+        return block, text
+
+    def add_tool_call(self, call: Mapping[str, Any]) -> Piece | None:
+        """A whole OpenAI tool call (`tool_call()` makes one), or a streamed piece of one: pieces with
+        the same `index` are one call, whose id and name come with its first piece."""
+        index = expect(call.get("index", len(self.calls)), int, "tool call index")
+        function = expect(call.get("function") or {}, dict, "tool call function")
+        arguments = optional_text(function.get("arguments"), "tool call arguments")
+        block = self.calls.get(index)
+        if block is None:
+            call_id = call.get("id")
+            block = self.calls[index] = Block(
+                TOOL_CALL,
+                call_id=expect(call_id, str, "tool call id") if call_id else new_id("call_"),
+                name=optional_text(function.get("name"), "tool call name"),
+                extra={k: v for k, v in call.items() if k not in TOOL_CALL_FIELDS},
+            )
+            self.blocks.append(block)
+        elif not arguments:
+            return None
+        block.text += arguments
+        return block, arguments
+
+    def add_delta(self, delta: Mapping[str, Any]) -> list[Piece]:
+        """A `message` or a streamed `delta`: its reasoning, text and tool calls, in that order."""
+        expect(delta, dict, "message")
+        reasoning = next((delta[key] for key in REASONING_KEYS if delta.get(key)), None)
+        pieces = [self.add_reasoning(reasoning), self.add_text(delta.get("content"))]
+        pieces += [self.add_tool_call(call) for call in delta.get("tool_calls") or ()]
+        return [piece for piece in pieces if piece is not None]
 
     def message(self) -> dict[str, Any]:
         """The `message`: content is null only beside tool calls with no text."""
-        message: dict[str, Any] = {
-            "role": "assistant",
-            "content": "".join(self.text) if self.text or not self.tool_calls else None,
-        }
-        if self.reasoning:
-            message["reasoning_content"] = "".join(self.reasoning)
-        if self.tool_calls:
-            message["tool_calls"] = self.tool_calls
+        text, reasoning, tool_calls = self.text, self.reasoning, self.tool_calls
+        message: dict[str, Any] = {"role": "assistant", "content": text if text or not tool_calls else None}
+        if reasoning:
+            message["reasoning_content"] = reasoning
+        if tool_calls:
+            message["tool_calls"] = tool_calls
         return message
 
 
 class Answer:
-    """Accumulates one upstream answer, then renders it as an OpenAI `chat.completion`."""
+    """The one accumulator of an answer: built by the provider adapters from an upstream's answer and
+    rendered as an OpenAI `chat.completion`; gathered back from a `chat.completion` or its chunks by the
+    front APIs that render it in their own words."""
 
     __slots__ = ("choices", "created", "id", "model", "usage")
 
@@ -230,6 +310,32 @@ class Answer:
         self.created = created or int(time.time())
         self.choices: dict[int, Output] = {}
         self.usage: dict[str, Any] | None = None
+
+    @classmethod
+    def from_completion(cls, body: Mapping[str, Any]) -> Answer:
+        """A checked `chat.completion` (an adapter's, or an upstream's passed through) gathered back."""
+        answer = cls(body.get("id"), body.get("model") or "", body.get("created"))
+        for position, choice in enumerate(body.get("choices") or ()):
+            output = answer.choice(choice.get("index", position))
+            output.add_delta(choice.get("message") or {})
+            output.finish_reason = choice.get("finish_reason")
+        answer.usage = body.get("usage")
+        return answer
+
+    def add_chunk(self, chunk: Mapping[str, Any]) -> list[tuple[int, Block, str]]:
+        """A checked `chat.completion.chunk` gathered in; returns each piece with its choice's index."""
+        if chunk.get("model"):
+            self.model = chunk["model"]
+        if isinstance(chunk.get("usage"), dict):
+            self.usage = chunk["usage"]
+        pieces = []
+        for position, choice in enumerate(chunk.get("choices") or ()):
+            index = choice.get("index", position)
+            output = self.choice(index)
+            pieces += [(index, block, text) for block, text in output.add_delta(choice.get("delta") or {})]
+            if choice.get("finish_reason"):
+                output.finish_reason = choice["finish_reason"]
+        return pieces
 
     def choice(self, index: Any = 0) -> Output:
         index = expect(index, int, "choice index")
