@@ -106,7 +106,7 @@ def parse_completion(data: Any, model_name: str) -> dict[str, Any]:
     output.add_text(text)
     for call in result.get("tool_calls") or ():
         output.add_tool_call(_tool_call(call))
-    output.finish_reason = "tool_calls" if output.tool_calls else "stop"
+    output.finish_reason = "tool_calls" if output.calls else "stop"
     answer.usage = _usage(result.get("usage"))
     return answer.body()
 

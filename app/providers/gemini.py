@@ -327,7 +327,7 @@ def from_gemini_response(data: Any, model_name: str) -> dict[str, Any]:
     for i, candidate in enumerate(candidates):
         output = answer.choice(candidate.get("index", i))
         _read_parts(candidate, output)
-        output.finish_reason = _finish_reason(candidate.get("finishReason"), bool(output.tool_calls))
+        output.finish_reason = _finish_reason(candidate.get("finishReason"), bool(output.calls))
     answer.usage = _usage(data.get("usageMetadata"))
     return answer.body()
 

@@ -19,7 +19,6 @@ boundary turns it, like any other TypeError/LookupError/ValueError met while tra
 
 from __future__ import annotations
 
-import dataclasses
 import email.utils
 import time
 import uuid
@@ -188,28 +187,40 @@ def usage(
 
 
 REASONING, TEXT, TOOL_CALL = "reasoning", "text", "tool_call"
-REASONING_KEYS = ("reasoning_content", "reasoning")  # ours, then OpenRouter's
 TOOL_CALL_FIELDS = ("index", "id", "type", "function")  # what a Block holds apart from `extra`
 
 
-@dataclasses.dataclass(slots=True)
 class Block:
     """One piece of an answer's content, in the order it came: reasoning, text or a tool call."""
 
-    kind: str  # REASONING, TEXT or TOOL_CALL
-    text: str = ""  # the text, the reasoning, or a tool call's arguments (JSON text)
-    call_id: str = ""
-    name: str = ""
-    # a tool call's other fields, e.g. Gemini's `extra_content`
-    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    __slots__ = ("call_id", "extra", "kind", "name", "parts")
+
+    def __init__(
+        self, kind: str, call_id: str = "", name: str = "", extra: dict[str, Any] | None = None
+    ) -> None:
+        self.kind = kind  # REASONING, TEXT or TOOL_CALL
+        self.call_id = call_id
+        self.name = name
+        self.extra = extra  # a tool call's other fields, e.g. Gemini's `extra_content`
+        self.parts: list[str] = []  # joined when read: a long stream is not copied at every piece
+
+    @property
+    def text(self) -> str:
+        """The text, the reasoning, or a tool call's arguments (JSON text)."""
+        parts = self.parts
+        if len(parts) > 1:
+            parts[:] = ["".join(parts)]
+        return parts[0] if parts else ""
 
     def tool_call(self) -> dict[str, Any]:
-        return {
+        call = {
             "id": self.call_id,
             "type": "function",
             "function": {"name": self.name, "arguments": self.text},
-            **self.extra,
         }
+        if self.extra:
+            call.update(self.extra)
+        return call
 
 
 Piece = tuple[Block, str]  # what one add_* call gathered: the block it went into, and the new text
@@ -254,7 +265,7 @@ class Output:
         if block is None or block.kind != kind:
             block = Block(kind)
             self.blocks.append(block)
-        block.text += text
+        block.parts.append(text)
         return block, text
 
     def add_tool_call(self, call: Mapping[str, Any]) -> Piece | None:
@@ -270,28 +281,50 @@ class Output:
                 TOOL_CALL,
                 call_id=expect(call_id, str, "tool call id") if call_id else new_id("call_"),
                 name=optional_text(function.get("name"), "tool call name"),
-                extra={k: v for k, v in call.items() if k not in TOOL_CALL_FIELDS},
+                extra={k: v for k, v in call.items() if k not in TOOL_CALL_FIELDS} or None,
             )
             self.blocks.append(block)
         elif not arguments:
             return None
-        block.text += arguments
+        if arguments:
+            block.parts.append(arguments)
         return block, arguments
 
     def add_delta(self, delta: Mapping[str, Any]) -> list[Piece]:
-        """A `message` or a streamed `delta`: its reasoning, text and tool calls, in that order."""
-        expect(delta, dict, "message")
-        reasoning = next((delta[key] for key in REASONING_KEYS if delta.get(key)), None)
-        pieces = [self.add_reasoning(reasoning), self.add_text(delta.get("content"))]
-        pieces += [self.add_tool_call(call) for call in delta.get("tool_calls") or ()]
-        return [piece for piece in pieces if piece is not None]
+        """A `message` or a streamed `delta`: its reasoning (ours, else OpenRouter's `reasoning`),
+        text and tool calls, in that order."""
+        if not isinstance(delta, dict):
+            raise MalformedAnswer("message has the wrong type")
+        pieces = []
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+        if reasoning and (piece := self.add_reasoning(reasoning)):
+            pieces.append(piece)
+        content = delta.get("content")
+        if content and (piece := self.add_text(content)):
+            pieces.append(piece)
+        for call in delta.get("tool_calls") or ():
+            if piece := self.add_tool_call(call):
+                pieces.append(piece)
+        return pieces
 
     def message(self) -> dict[str, Any]:
         """The `message`: content is null only beside tool calls with no text."""
-        text, reasoning, tool_calls = self.text, self.reasoning, self.tool_calls
-        message: dict[str, Any] = {"role": "assistant", "content": text if text or not tool_calls else None}
+        text: list[str] = []
+        reasoning: list[str] = []
+        tool_calls: list[dict[str, Any]] = []
+        for block in self.blocks:
+            if block.kind == TEXT:
+                text.append(block.text)
+            elif block.kind == REASONING:
+                reasoning.append(block.text)
+            else:
+                tool_calls.append(block.tool_call())
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": "".join(text) if text or not tool_calls else None,
+        }
         if reasoning:
-            message["reasoning_content"] = reasoning
+            message["reasoning_content"] = "".join(reasoning)
         if tool_calls:
             message["tool_calls"] = tool_calls
         return message
@@ -331,7 +364,7 @@ class Answer:
         pieces = []
         for position, choice in enumerate(chunk.get("choices") or ()):
             index = choice.get("index", position)
-            output = self.choice(index)
+            output = self.choices.get(index) or self.choice(index)
             pieces += [(index, block, text) for block, text in output.add_delta(choice.get("delta") or {})]
             if choice.get("finish_reason"):
                 output.finish_reason = choice["finish_reason"]
