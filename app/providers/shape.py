@@ -187,7 +187,7 @@ def usage(
 
 
 REASONING, TEXT, TOOL_CALL = "reasoning", "text", "tool_call"
-TOOL_CALL_FIELDS = ("index", "id", "type", "function")  # what a Block holds apart from `extra`
+TOOL_CALL_FIELDS = ("index", "id", "type", "function")  # what a Block reads of a call; the rest is `extra`
 
 
 class Block:
