@@ -239,13 +239,26 @@ def test_unreachable_upstream_is_502(
     assert "127.0.0.1" not in answer.get_json()["error"]["message"]
 
 
-@pytest.mark.parametrize("mode", ["slow-headers", "slow-body"])
-def test_a_trickling_upstream_is_a_504_at_read_timeout(
-    proxy: Callable[..., Proxy], groq: FakeOpenAITranscription, cloudflare: FakeCloudflareWhisper, mode: str
+@pytest.mark.parametrize(
+    ("mode", "status", "bound"),
+    [
+        ("slow-headers", 504, "http.read_timeout (2 s)"),
+        ("slow-body", 504, "http.read_timeout (2 s)"),
+        ("huge", 502, "http.max_response_bytes (1048576 bytes)"),
+    ],
+)
+def test_a_hostile_upstream_meets_the_transport_bounds(
+    proxy: Callable[..., Proxy],
+    groq: FakeOpenAITranscription,
+    cloudflare: FakeCloudflareWhisper,
+    mode: str,
+    status: int,
+    bound: str,
 ) -> None:
-    """A byte a second never trips a socket timeout: the whole answer's deadline must end the call."""
+    """A byte a second never trips a socket timeout: the whole answer's deadline must end the call;
+    and an endless answer stops at the cap."""
     raw = config(groq, cloudflare)
-    raw["http"] = {"read_timeout": 2}
+    raw["http"] = {"read_timeout": 2, "max_response_bytes": 1024 * 1024}
     with ThreadPoolExecutor(1) as pool, HostileServer() as hostile:  # the server stops first
         raw["models"][0]["url"] = f"{hostile.url}/{mode}/openai/v1/audio/transcriptions"
         app = proxy(raw)
@@ -258,8 +271,8 @@ def test_a_trickling_upstream_is_a_504_at_read_timeout(
             content_type="multipart/form-data",
         )
         answer = call.result(timeout=30)  # the trickle itself would go on for hours
-    assert answer.status_code == 504
+    assert answer.status_code == status
     message = answer.get_json()["error"]["message"]
-    assert "groq/whisper" in message and "http.read_timeout (2 s)" in message
+    assert "groq/whisper" in message and bound in message
     assert "127.0.0.1" not in message and UPSTREAM_KEY not in message
     assert hostile.requests == {mode: 1}
