@@ -5,7 +5,9 @@
 Each round reserves (router.acquire) and settles (router.succeeded) one request for a concrete
 model of the pool, then one for the whole group, interleaved so that both see the same machine;
 the figure is the difference of the medians. With --redis it also counts the round trips each group
-request makes (MONITOR, counting only commands from clients, not those a script runs inside Redis).
+request makes (MONITOR, counting only commands from clients, not those a script runs inside Redis)
+and the time Redis spends on each reservation (INFO commandstats: EVALSHA's usec per call over the
+run; shown only when no other client ran a script meanwhile, so use a server of your own).
 The limits are high enough that no slot runs out during the run, so every reservation takes the
 first slot it tries in least-recently-used
 ordering: the cost measured is the ranking and the atomic step, not a search for quota.
@@ -72,6 +74,24 @@ def round_trips(url: str, router: Router, candidates: list[Any], requests: int) 
     return len(sent) / requests
 
 
+def redis_time(url: str, router: Router, candidates: list[Any], requests: int) -> float:
+    """Microseconds Redis spends per reservation (each is one EVALSHA; succeeded() with no usage
+    and no headers sends nothing), from INFO commandstats before and after; NaN when the server ran
+    other scripts meanwhile."""
+    client = redis.Redis.from_url(url)
+
+    def evalsha() -> tuple[int, int]:
+        stats = client.info("commandstats").get("cmdstat_evalsha", {})
+        return stats.get("calls", 0), stats.get("usec", 0)
+
+    calls, usec = evalsha()
+    for _ in range(requests):
+        router.succeeded(router.acquire(candidates, length=10, tokens=0), {}, None)
+    after_calls, after_usec = evalsha()
+    client.close()
+    return (after_usec - usec) / requests if after_calls - calls == requests else float("nan")
+
+
 def measure(storage_url: str, rounds: int) -> dict[str, float]:
     config = pool_config(storage_url)
     storage = create_storage(config.storage, namespace=NAMESPACE)
@@ -94,6 +114,9 @@ def measure(storage_url: str, rounds: int) -> dict[str, float]:
         result["redis round trips per group request (reserve + settle)"] = round_trips(
             storage_url, router, group, 100
         )
+        for name, candidates in (("concrete", concrete), ("group", group)):
+            figure = redis_time(storage_url, router, candidates, 1000)
+            result[f"redis time per {name} reservation (us)"] = figure
     return result
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 import redis
@@ -37,6 +37,7 @@ from app.routing.storage import (
     NO_REST,
     ClientPlan,
     Pick,
+    Pool,
     Refusal,
     Rest,
     SlotPlan,
@@ -113,10 +114,19 @@ end
 # KEYS: the first candidate's model hash (it routes the call in a cluster; every key the script
 # builds from the prefix shares its hash slot). ARGV: now, tokens, member, lease, ttl, key prefix,
 # the client's name ("" for none) and span count, per client span: id, floor, length, reset,
-# requests, tokens; then per run of one model's candidate slots: model name, priority, span count,
-# per span: id, floor, length, reset, requests, tokens; then the run's slot ids and key ids (each
-# joined by "\n") and its tried flags ("0"/"1" per slot). Candidates are checked best first
-# (priority, then last use) until one can serve; only when none can is every one checked, for the refusals.
+# requests, tokens; then per pool (one model's slots): model name, priority, span count, per span:
+# id, floor, length, reset, requests, tokens; then its slot count, fingerprint, slot ids and key
+# ids (each joined by "\n"; both "" when the caller believes the pool indexed) and its tried flags
+# ("0"/"1" per slot, "" for none).
+#
+# Each model's `lru:{name}` sorted set indexes its slots by last use: member "<position>\n<key
+# id>\n<slot id>" (position zero-padded, so equal last uses rank by position), score the last use,
+# plus a marker "=<fingerprint>" scored -inf naming the pool it was built for; it is built again
+# from `used:{name}` when the marker is another's (first use, expiry, a changed key list), for which
+# the ids are needed: without them the script changes nothing and returns {-1}, to be called again
+# with them. The script merges the pools' indexes best first (priority, last use, position) and
+# stops at the first slot that can serve; a model that cannot serve at all (breaker, cooldown) is
+# left at once. Only when none can serve is every slot checked, for the refusals.
 # Returns {chosen (1-based, 0 = none), trial, failing, hint limit, remaining, wait, key trial}
 # followed, when none was chosen, by {candidate, code, wait, detail} per refused candidate, where
 # candidate 0 is the client (its window refused; then nothing else was checked).
@@ -124,7 +134,8 @@ _RESERVE = """
 local now, tokens, member = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local lease, ttl, prefix = tonumber(ARGV[4]), ARGV[5], ARGV[6]
 local models, keys = {}, {}  -- hashes read once, however many slots share them
-local runs, run_of, pos_of = {}, {}, {}  -- candidate c is slot pos_of[c] of run_of[c]
+local runs, total = {}, 0  -- one run per pool; its slots are candidates offset + 1 .. offset + n
+local BATCH = 16  -- index entries read at a time once the first slot of a pool cannot serve
 
 -- The client: name ("" for none), span count, per span: id, floor, length, reset, requests, tokens.
 local client = nil
@@ -133,7 +144,7 @@ if ARGV[7] ~= '' then
   client = {lkey = prefix .. ':clog:' .. ARGV[7], wkey = prefix .. ':cwin:' .. ARGV[7], spans = {}}
 end
 while a <= #ARGV do
-  local run = {name = ARGV[a], prio = tonumber(ARGV[a + 1]), spec = {}, sids = {}, kids = {}, used = {}}
+  local run = {name = ARGV[a], prio = tonumber(ARGV[a + 1]), spec = {}}
   local n = tonumber(ARGV[a + 2])
   a = a + 3
   for j = 1, n do
@@ -141,26 +152,79 @@ while a <= #ARGV do
                    tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])}
     a = a + 6
   end
-  for sid in string.gmatch(ARGV[a], '[^\\n]+') do run.sids[#run.sids + 1] = sid end
-  for kid in string.gmatch(ARGV[a + 1], '[^\\n]+') do run.kids[#run.kids + 1] = kid end
-  run.tried, run.first = ARGV[a + 2], #run_of + 1
-  a = a + 3
-  local ukey = prefix .. ':used:' .. run.name
-  for from = 1, #run.sids, 1000 do  -- last uses, one call per thousand slots
-    local upto = math.min(from + 999, #run.sids)
-    local used = redis.call('HMGET', ukey, unpack(run.sids, from, upto))
-    for k = from, upto do
-      run.used[k] = tonumber(used[k - from + 1]) or 0
-      run_of[#run_of + 1], pos_of[#pos_of + 1] = run, k
-    end
-  end
+  run.n, run.marker, run.sids, run.kids, run.tried = tonumber(ARGV[a]), '=' .. ARGV[a + 1], ARGV[a + 2],
+    ARGV[a + 3], ARGV[a + 4]
+  a = a + 5
+  run.offset, total = total, total + run.n
+  run.ikey, run.ukey = prefix .. ':lru:' .. run.name, prefix .. ':used:' .. run.name
   runs[#runs + 1] = run
 end
 
-local function candidate(c)
-  local run, k = run_of[c], pos_of[c]
-  return {c = c, prio = run.prio, spec = run.spec, name = run.name, sid = run.sids[k], kid = run.kids[k],
-          tried = string.sub(run.tried, k, k) == '1'}
+local function lines(text)
+  local out = {}
+  for line in string.gmatch(text, '[^\\n]+') do out[#out + 1] = line end
+  return out
+end
+
+local function entry(position, kid, sid)
+  return string.format('%06d', position) .. '\\n' .. kid .. '\\n' .. sid
+end
+
+-- The index of a run's model for this pool: as it is when its marker is this pool's, else built
+-- again from the last uses (the marker only changes here, so a stale index is always replaced).
+local function open(run)
+  local got = redis.call('ZRANGE', run.ikey, 0, 1, 'WITHSCORES')
+  if got[1] ~= run.marker then
+    if run.sids == '' then return false end
+    local sids, kids = lines(run.sids), lines(run.kids)
+    redis.call('DEL', run.ikey)
+    redis.call('ZADD', run.ikey, '-inf', run.marker)
+    for from = 1, #sids, 1000 do  -- one call per thousand slots
+      local upto = math.min(from + 999, #sids)
+      local used = redis.call('HMGET', run.ukey, unpack(sids, from, upto))
+      local args = {}
+      for k = from, upto do
+        local at = tonumber(used[k - from + 1]) or 0
+        if at ~= at or at < 0 then at = 0 end
+        args[#args + 1] = fmt(at)
+        args[#args + 1] = entry(k, kids[k], sids[k])
+      end
+      redis.call('ZADD', run.ikey, unpack(args))
+    end
+    redis.call('PEXPIRE', run.ikey, ttl)
+    redis.call('PEXPIRE', run.ukey, ttl)  -- the two keep one deadline
+    got = redis.call('ZRANGE', run.ikey, 0, 1, 'WITHSCORES')
+  end
+  run.buffer, run.at, run.rank = {got[3], got[4]}, 1, 2
+  return true
+end
+
+-- An index member as {position, kid, sid, member}.
+local function parse(m)
+  local second = string.find(m, '\\n', 8, true)
+  return {position = tonumber(string.sub(m, 1, 6)), kid = string.sub(m, 8, second - 1),
+          sid = string.sub(m, second + 1), member = m}
+end
+
+-- The run's next slot by last use into run.head {position, kid, sid, used, member}; nil at the end.
+local function step(run)
+  if run.at > #run.buffer then
+    run.buffer = redis.call('ZRANGE', run.ikey, run.rank, run.rank + BATCH - 1, 'WITHSCORES')
+    run.at, run.rank = 1, run.rank + BATCH
+  end
+  local m = run.buffer[run.at]
+  if m == nil then
+    run.head = nil
+    return
+  end
+  run.head = parse(m)
+  run.head.used = tonumber(run.buffer[run.at + 1])
+  run.at = run.at + 2
+end
+
+local function candidate(run, slot)
+  return {c = run.offset + slot.position, spec = run.spec, name = run.name, sid = slot.sid, kid = slot.kid,
+          run = run, member = slot.member, tried = string.sub(run.tried, slot.position, slot.position) == '1'}
 end
 
 local function wait_of(s, oldest)
@@ -179,24 +243,20 @@ local function freeing(lkey, s, excess)
   return t
 end
 
--- Everything that keeps a candidate from serving now: nil, or its refusal {c, code, wait, detail}.
-local function check(cand)
-  cand.mkey, cand.skey = prefix .. ':model:' .. cand.name, prefix .. ':slot:' .. cand.sid
-  cand.lkey, cand.wkey = prefix .. ':log:' .. cand.sid, prefix .. ':win:' .. cand.sid
-  cand.kkey = prefix .. ':key:' .. cand.kid
-  local m = models[cand.mkey]
+local function model_of(name)
+  local mkey = prefix .. ':model:' .. name
+  local m = models[mkey]
   if m == nil then
-    m = redis.call('HMGET', cand.mkey, 'cool', 'why', 'brk', 'trial', 'fl')
-    models[cand.mkey] = m
+    m = redis.call('HMGET', mkey, 'cool', 'why', 'brk', 'trial', 'fl')
+    models[mkey] = m
   end
-  local k = keys[cand.kkey]
-  if k == nil then
-    k = redis.call('HMGET', cand.kkey, 'until', 'kind', 'why', 'trial')
-    keys[cand.kkey] = k
-  end
-  local st = redis.call('HMGET', cand.skey, 'until', 'kind', 'why')
-  local brk = tonumber(m[3]) or 0
+  return m
+end
+
+-- What keeps every slot of a model out: {wait, code, detail} each, a breaker block first.
+local function model_blocks(m)
   local blocks = {}
+  local brk = tonumber(m[3]) or 0
   if brk > 0 then
     local trial = tonumber(m[4]) or 0
     if brk > now then blocks[#blocks + 1] = {brk - now, 'open', ''}
@@ -204,6 +264,22 @@ local function check(cand)
   end
   local cool = tonumber(m[1]) or 0
   if cool > now then blocks[#blocks + 1] = {cool - now, 'cool', m[2] or ''} end
+  return blocks
+end
+
+-- Everything that keeps a candidate from serving now: nil, or its refusal {c, code, wait, detail}.
+local function check(cand)
+  cand.mkey, cand.skey = prefix .. ':model:' .. cand.name, prefix .. ':slot:' .. cand.sid
+  cand.lkey, cand.wkey = prefix .. ':log:' .. cand.sid, prefix .. ':win:' .. cand.sid
+  cand.kkey = prefix .. ':key:' .. cand.kid
+  local m = model_of(cand.name)
+  local k = keys[cand.kkey]
+  if k == nil then
+    k = redis.call('HMGET', cand.kkey, 'until', 'kind', 'why', 'trial')
+    keys[cand.kkey] = k
+  end
+  local st = redis.call('HMGET', cand.skey, 'until', 'kind', 'why')
+  local blocks = model_blocks(m)
   local kuntil, ktrial = tonumber(k[1]) or 0, 0
   if kuntil > now then
     blocks[#blocks + 1] = {kuntil - now, 'key', (k[2] or '') .. '|' .. (k[3] or '')}
@@ -227,7 +303,7 @@ local function check(cand)
     end
     spans[j] = s
   end
-  cand.spans, cand.w, cand.brk, cand.fl, cand.ktrial = spans, w, brk, m[5], ktrial
+  cand.spans, cand.w, cand.brk, cand.fl, cand.ktrial = spans, w, tonumber(m[3]) or 0, m[5], ktrial
   if #blocks > 0 then
     if w.changed then save(cand.lkey, cand.wkey, spans, ttl) end
     local longest, pick = 0, blocks[1]
@@ -244,12 +320,14 @@ local function check(cand)
   return nil
 end
 
-local function before(x, y)  -- candidate indexes: priority, then last use, then position
-  local rx, ry = run_of[x], run_of[y]
-  if rx.prio ~= ry.prio then return rx.prio < ry.prio end
-  local ux, uy = rx.used[pos_of[x]], ry.used[pos_of[y]]
-  if ux ~= uy then return ux < uy end
-  return x < y
+local function before(x, y)  -- runs, by their heads: priority, then last use, then candidate number
+  if x.prio ~= y.prio then return x.prio < y.prio end
+  if x.head.used ~= y.head.used then return x.head.used < y.head.used end
+  return x.offset + x.head.position < y.offset + y.head.position
+end
+
+for _, run in ipairs(runs) do  -- every index first: one the ids are needed for, and nothing changes
+  if not open(run) then return {-1} end
 end
 
 if client ~= nil then  -- the client's own windows first: spent, and nothing is taken anywhere
@@ -276,34 +354,49 @@ if client ~= nil then  -- the client's own windows first: spent, and nothing is 
   end
 end
 
-local first = nil
-for _, run in ipairs(runs) do  -- each run's least recently used slot, then the best of those
-  local k = 1
-  for j = 2, #run.used do if run.used[j] < run.used[k] then k = j end end
-  if #run.used > 0 and (first == nil or before(run.first + k - 1, first)) then first = run.first + k - 1 end
+local walking = {}  -- runs whose slots are still being looked at
+for _, run in ipairs(runs) do
+  step(run)
+  if run.head ~= nil then walking[#walking + 1] = run end
 end
 local best, refusals = nil, {}
-if first ~= nil then
-  local cand = candidate(first)
-  local r = check(cand)
-  if r == nil then best = cand else refusals[first] = r end
-end
-if best == nil and first ~= nil then
-  local order = {}
-  for c = 1, #run_of do if c ~= first then order[#order + 1] = c end end
-  table.sort(order, before)
-  for _, c in ipairs(order) do
-    local cand = candidate(c)
+while best == nil and #walking > 0 do
+  local i = 1
+  for j = 2, #walking do if before(walking[j], walking[i]) then i = j end end
+  local run = walking[i]
+  if #model_blocks(model_of(run.name)) > 0 then
+    table.remove(walking, i)  -- none of its slots can serve: each is refused below
+  else
+    local cand = candidate(run, run.head)
     local r = check(cand)
-    if r == nil then best = cand; break end
-    refusals[c] = r
+    if r == nil then
+      best = cand
+    else
+      refusals[cand.c] = r
+      step(run)
+      if run.head == nil then table.remove(walking, i) end
+    end
   end
 end
 
-if best == nil then
+if best == nil then  -- why each slot cannot serve; those of a model left at once are checked now
   local out = {0, 0, 0, 0, 0, 0, 0}
-  for c = 1, #run_of do
-    for _, v in ipairs(refusals[c]) do out[#out + 1] = v end
+  for _, run in ipairs(runs) do
+    local slots = nil  -- by position, read from the index when one is needed
+    for position = 1, run.n do
+      local r = refusals[run.offset + position]
+      if r == nil then
+        if slots == nil then
+          slots = {}
+          for _, m in ipairs(redis.call('ZRANGE', run.ikey, 1, -1)) do
+            local slot = parse(m)
+            slots[slot.position] = slot
+          end
+        end
+        r = check(candidate(run, slots[position])) or {run.offset + position, 'tried', 0, ''}
+      end
+      for _, v in ipairs(r) do out[#out + 1] = v end
+    end
   end
   return out
 end
@@ -329,9 +422,10 @@ if client ~= nil then
   for _, s in ipairs(client.spans) do s.sum = s.sum + tokens end
   save(client.lkey, client.wkey, client.spans, ttl)
 end
-local ukey = prefix .. ':used:' .. cand.name
-redis.call('HSET', ukey, cand.sid, fmt(now))
-redis.call('PEXPIRE', ukey, ttl)
+redis.call('HSET', cand.run.ukey, cand.sid, fmt(now))
+redis.call('ZADD', cand.run.ikey, fmt(now), cand.member)
+redis.call('PEXPIRE', cand.run.ukey, ttl)
+redis.call('PEXPIRE', cand.run.ikey, ttl)
 local trial = 0
 if cand.brk > 0 then
   trial = 1
@@ -448,6 +542,8 @@ class RedisStorage(Storage):
         self._inspect = client.register_script(_PRELUDE + _INSPECT)
         self._prefix = f"{namespace}:{{quota}}"
         self._slot_keys: dict[str, tuple[str, str]] = {}
+        self._pool_args: dict[str, tuple[str, str]] = {}  # per pool fingerprint, see _joined
+        self._indexed: set[str] = set()  # fingerprints of pools whose index the scripts have built
         self._down = False
         self._state_lock = threading.Lock()  # only taken when Redis fails or recovers
         self._local = threading.local()  # each thread's own connection for the scripts
@@ -473,8 +569,8 @@ class RedisStorage(Storage):
 
     def reserve(
         self,
-        slots: Sequence[SlotPlan],
-        tried: Sequence[bool],
+        pools: Sequence[Pool],
+        tried: Collection[int],
         tokens: int,
         now: int,
         rid: str,
@@ -487,22 +583,30 @@ class RedisStorage(Storage):
         for span in client_spans:
             floor, reset = span.bounds(now)
             args += (span.id, floor, span.length, reset, span.requests, span.tokens)
-        start = 0
-        while start < len(slots):  # one run per model: its windows once, its slots as two strings
-            model = slots[start].model
-            end = start + 1
-            while end < len(slots) and slots[end].model is model:
-                end += 1
+        offset = 0
+        runs = []  # where each pool's ids go in args
+        for pool in pools:
+            model = pool.model
             args += (model.name, model.priority, len(model.spans))
             for span in model.spans:
                 floor, reset = span.bounds(now)
                 args += (span.id, floor, span.length, reset, span.requests, span.tokens)
-            run = slots[start:end]
-            args += ("\n".join(s.id for s in run), "\n".join(s.key for s in run))
-            args.append("".join("1" if t else "0" for t in tried[start:end]) if any(tried[start:end]) else "")
-            start = end
-        first_model = self._model_key(slots[0].model.name) if slots else self._model_key("")
-        out = self._run(self._script, self._reserve, [first_model], args)
+            size = len(pool.ids)
+            flags = "".join("1" if offset + n in tried else "0" for n in range(size)) if tried else ""
+            runs.append(len(args) + 2)
+            args += (size, pool.fingerprint, "", "", flags)
+            offset += size
+        first_model = [self._model_key(pools[0].model.name if pools else "")]
+        unknown = [n for n, pool in enumerate(pools) if pool.fingerprint not in self._indexed]
+        for n in unknown:  # the ids of pools not seen indexed yet
+            args[runs[n] : runs[n] + 2] = self._joined(pools[n])
+        out = self._run(self._script, self._reserve, first_model, args)
+        if out[0] == -1:  # an index is gone (expired, or built for other keys): once more with all ids
+            unknown = list(range(len(pools)))
+            for n in unknown:
+                args[runs[n] : runs[n] + 2] = self._joined(pools[n])
+            out = self._run(self._script, self._reserve, first_model, args)
+        self._indexed.update(pools[n].fingerprint for n in unknown)
         if out[0]:
             hint = (out[3], out[4], out[5]) if out[3] else None
             return Pick(
@@ -604,6 +708,13 @@ class RedisStorage(Storage):
 
     def _key_key(self, key_id: str) -> str:
         return f"{self._prefix}:key:{key_id}"
+
+    def _joined(self, pool: Pool) -> tuple[str, str]:
+        """The pool's slot ids and key ids, each joined by newlines, as the script takes them."""
+        joined = self._pool_args.get(pool.fingerprint)
+        if joined is None:
+            joined = self._pool_args[pool.fingerprint] = ("\n".join(pool.ids), "\n".join(pool.keys))
+        return joined
 
     def _window_keys(self, slot: SlotPlan) -> tuple[str, str]:
         """The slot's reservation log and window sums."""
