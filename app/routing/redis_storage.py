@@ -5,9 +5,10 @@ hash tag "{quota}" so every key a script touches lives in one Redis Cluster slot
 Per slot (one key of one model): `log:{slot}` is a sorted set of reservations ("id|tokens" scored
 by time), `win:{slot}` each window's cursor and token sum, `slot:{slot}` its rest. Per model:
 `model:{name}` cooldown, breaker mirror, trial lease, failing flag and last error; `used:{name}`
-each of its slots' last use (one read ranks them all). Per key value: `key:{id}` its rest and trial
-lease. Per client: `clog:{name}` and `cwin:{name}`, its windows as a slot's. Per UTC day:
-`usage:{day}` each client's requests and tokens per model. pybreaker keeps its own
+each of its slots' last use, and `lru:{name}` the same slots indexed by last use (see _RESERVE), so
+that a reservation looks at the least recently used few instead of ranking them all. Per key value:
+`key:{id}` its rest and trial lease. Per client: `clog:{name}` and `cwin:{name}`, its windows as a
+slot's. Per UTC day: `usage:{day}` each client's requests and tokens per model. pybreaker keeps its own
 `{ns}:breaker:{name}:*` (single-key commands only, so on a cluster they may live anywhere).
 
 RedisClusterStorage runs the same scripts on a Redis Cluster: with every quota key in the slot of
