@@ -9,8 +9,10 @@ request makes (MONITOR, counting only commands from clients, not those a script 
 and the time Redis spends on each reservation (INFO commandstats: EVALSHA's usec per call over the
 run; shown only when no other client ran a script meanwhile, so use a server of your own).
 The limits are high enough that no slot runs out during the run, so every reservation takes the
-first slot it tries in least-recently-used
-ordering: the cost measured is the ranking and the atomic step, not a search for quota.
+first slot it tries in least-recently-used ordering: the cost measured is the ranking and the atomic
+step, not a search for quota. Then a quarter of the slots rest (an upstream 429 with an hour's
+Retry-After, as keys spent for the day would) and the group is timed again once they are the least
+recently used: each reservation would find them first.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from typing import Any
 import redis
 
 from app.config import parse_config
+from app.errors import RateLimited
 from app.routing import Router, create_storage
 
 MODELS, KEYS = 20, 50
+RESTING = MODELS * KEYS // 4
 NAMESPACE = "ai-proxy-bench-pools"
 
 
@@ -92,6 +96,22 @@ def redis_time(url: str, router: Router, candidates: list[Any], requests: int) -
     return (after_usec - usec) / requests if after_calls - calls == requests else float("nan")
 
 
+def timed(router: Router, candidates: list[Any]) -> float:
+    """Milliseconds for one reservation and its settlement."""
+    started = time.perf_counter()
+    router.succeeded(router.acquire(candidates, length=10, tokens=0), {}, None)
+    return (time.perf_counter() - started) * 1000.0
+
+
+def rest_a_quarter(router: Router, group: list[Any]) -> None:
+    """Rest RESTING slots for an hour, then use every other slot once: the resting ones are then
+    the least recently used, the first a reservation finds."""
+    for _ in range(RESTING):
+        router.failed(router.acquire(group, length=10, tokens=0), RateLimited("429", retry_after=3600))
+    for _ in range(MODELS * KEYS - RESTING):
+        router.succeeded(router.acquire(group, length=10, tokens=0), {}, None)
+
+
 def measure(storage_url: str, rounds: int) -> dict[str, float]:
     config = pool_config(storage_url)
     storage = create_storage(config.storage, namespace=NAMESPACE)
@@ -104,19 +124,25 @@ def measure(storage_url: str, rounds: int) -> dict[str, float]:
             router.succeeded(router.acquire(candidates, length=10, tokens=0), {}, None)
     for _ in range(rounds):
         for name, candidates in (("concrete", concrete), ("group", group)):
-            started = time.perf_counter()
-            reservation = router.acquire(candidates, length=10, tokens=0)
-            router.succeeded(reservation, {}, None)
-            timings[name].append((time.perf_counter() - started) * 1000.0)
+            timings[name].append(timed(router, candidates))
     result = {f"{name} p50 (ms)": median(values) for name, values in timings.items()}
     result["group - concrete (ms)"] = result["group p50 (ms)"] - result["concrete p50 (ms)"]
-    if storage_url != "memory":
+    result["group / concrete"] = result["group p50 (ms)"] / result["concrete p50 (ms)"]
+    redis_url = storage_url if storage_url != "memory" else ""
+    if redis_url:
         result["redis round trips per group request (reserve + settle)"] = round_trips(
-            storage_url, router, group, 100
+            redis_url, router, group, 100
         )
         for name, candidates in (("concrete", concrete), ("group", group)):
-            figure = redis_time(storage_url, router, candidates, 1000)
+            figure = redis_time(redis_url, router, candidates, 1000)
             result[f"redis time per {name} reservation (us)"] = figure
+    rest_a_quarter(router, group)
+    resting = f"group, {RESTING} slots resting"
+    result[f"{resting}, p50 (ms)"] = median(
+        timed(router, group) for _ in range(min(rounds, MODELS * KEYS - RESTING))
+    )
+    if redis_url:
+        result[f"redis time per reservation, {resting} (us)"] = redis_time(redis_url, router, group, 200)
     return result
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 import threading
@@ -84,14 +85,30 @@ class _Key:
 class _Index:
     """One model's slots by last use: `order` holds their positions in the pool, sorted by (last
     use, position), the order in which reserve() looks at them. Only a reservation changes a last
-    use, to the latest time the storage has seen, so it moves one position to the end."""
+    use, to the latest time the storage has seen, so it moves one position to the end.
 
-    __slots__ = ("ids", "order", "records")
+    A slot found resting on its own is parked (out of `order`) until its rest ends: such a rest is
+    never shortened, so it could not have served before, and a reservation does not look at it again
+    and again while it stays the least recently used."""
+
+    __slots__ = ("ids", "order", "parked", "records")
 
     def __init__(self, ids: tuple[str, ...], records: list[_Slot]) -> None:
         self.ids = ids
         self.records = records
         self.order = sorted(range(len(records)), key=lambda position: records[position].last_used)
+        self.parked: list[tuple[int, int]] = []  # a heap of (rest end, position)
+
+    def park(self, position: int, until: int) -> None:
+        self.order.remove(position)
+        heapq.heappush(self.parked, (until, position))
+
+    def unpark(self, now: int) -> None:
+        """Slots whose rest is over go back to their place in `order`."""
+        records = self.records
+        while self.parked and self.parked[0][0] <= now:
+            position = heapq.heappop(self.parked)[1]
+            bisect.insort(self.order, position, key=lambda p: (records[p].last_used, p))
 
     def used(self, position: int, now: int) -> None:
         """The slot at `position` was stamped used at `now`, no earlier than any other."""
@@ -143,11 +160,15 @@ class MemoryStorage(Storage):
             offsets = list(itertools.accumulate([len(pool.ids) for pool in pools], initial=0))
             heads = []  # per pool still walked: (priority, last use, slot number, pool, rank)
             for n, index in enumerate(indexes):
-                position = index.order[0]
-                last_used = index.records[position].last_used
-                heads.append((pools[n].model.priority, last_used, offsets[n] + position, n, 0))
+                if index.parked and index.parked[0][0] <= now:
+                    index.unpark(now)
+                if index.order:
+                    position = index.order[0]
+                    last_used = index.records[position].last_used
+                    heads.append((pools[n].model.priority, last_used, offsets[n] + position, n, 0))
             heapq.heapify(heads)
             refusals: dict[int, Refusal] = {}
+            resting: dict[tuple[int, int], tuple[_Index, int, int]] = {}  # to park after the walk
             while heads:
                 priority, _, number, n, rank = heads[0]
                 pool, index = pools[n], indexes[n]
@@ -155,15 +176,19 @@ class MemoryStorage(Storage):
                     heapq.heappop(heads)  # none of its slots can serve: each is refused below
                     continue
                 position = number - offsets[n]
-                refusal = self._check(pool.slots[position], index.records[position], number, tokens, now)
+                record = index.records[position]
+                refusal = self._check(pool.slots[position], record, number, tokens, now)
                 if refusal is None and number in tried:
                     refusal = Refusal(number, TRIED, 0, "")
                 if refusal is None:
                     if account is not None and client is not None:
                         entry = [now, tokens, rid, len(client.spans)]
                         _add(account, client.spans, entry, self._client_entries)
+                    _park(resting)
                     return self._take(pool, index, position, number, tokens, now, rid, lease)
                 refusals[number] = refusal
+                if record.rest.until > now:
+                    resting[id(index), position] = (index, position, record.rest.until)
                 rank += 1
                 if rank == len(index.order):
                     heapq.heappop(heads)
@@ -171,6 +196,7 @@ class MemoryStorage(Storage):
                 position = index.order[rank]
                 last_used = index.records[position].last_used
                 heapq.heapreplace(heads, (priority, last_used, offsets[n] + position, n, rank))
+            _park(resting)
             return Pick(refusals=self._refusals(pools, indexes, offsets, refusals, tokens, now))
 
     def _refusals(
@@ -183,7 +209,7 @@ class MemoryStorage(Storage):
         now: int,
     ) -> list[Refusal]:
         """Why each slot cannot serve, in order, when none can: those looked at already are
-        `known`; those of a blocked model were left and are checked now."""
+        `known`; those of a blocked model, and parked ones, were left and are checked now."""
         refusals = []
         for n, pool in enumerate(pools):
             records = indexes[n].records
@@ -409,6 +435,12 @@ class MemoryStorage(Storage):
         if key is None:
             key = self._keys[id_] = _Key()
         return key
+
+
+def _park(resting: dict[tuple[int, int], tuple[_Index, int, int]]) -> None:
+    """Park the slots a walk found resting on their own (after it: the walk reads `order`)."""
+    for index, position, until in resting.values():
+        index.park(position, until)
 
 
 def _add(slot: _Slot, spans: Sequence[Span], entry: Entry, entries_by_id: dict[str, Entry]) -> list[_Window]:

@@ -137,6 +137,7 @@ local lease, ttl, prefix = tonumber(ARGV[4]), ARGV[5], ARGV[6]
 local models, keys = {}, {}  -- hashes read once, however many slots share them
 local runs, total = {}, 0  -- one run per pool; its slots are candidates offset + 1 .. offset + n
 local BATCH = 16  -- index entries read at a time once the first slot of a pool cannot serve
+local PARKED = 4503599627370496  -- 2^52: a parked slot's score is this plus its rest's end
 
 -- The client: name ("" for none), span count, per span: id, floor, length, reset, requests, tokens.
 local client = nil
@@ -171,6 +172,47 @@ local function entry(position, kid, sid)
   return string.format('%06d', position) .. '\\n' .. kid .. '\\n' .. sid
 end
 
+-- An index member as {position, kid, sid, member}.
+local function parse(m)
+  local second = string.find(m, '\\n', 8, true)
+  return {position = tonumber(string.sub(m, 1, 6)), kid = string.sub(m, 8, second - 1),
+          sid = string.sub(m, second + 1), member = m}
+end
+
+local function last_use(value)  -- as `used:{name}` holds it; whatever is there reads as a time
+  local at = tonumber(value) or 0
+  if at ~= at or at < 0 then return 0 end
+  return at
+end
+
+-- Index members back at their last use (read from `used:{name}`), a thousand per call.
+local function restore(run, members, sids)
+  for from = 1, #members, 1000 do
+    local upto = math.min(from + 999, #members)
+    local used = redis.call('HMGET', run.ukey, unpack(sids, from, upto))
+    local args = {}
+    for k = from, upto do
+      args[#args + 1] = fmt(last_use(used[k - from + 1]))
+      args[#args + 1] = members[k]
+    end
+    redis.call('ZADD', run.ikey, unpack(args))
+  end
+end
+
+-- Parked slots whose rest is over go back to their last use; the marker's score becomes minus the
+-- next rest end (-inf: none parked).
+local function unpark(run)
+  local back = redis.call('ZRANGEBYSCORE', run.ikey, fmt(PARKED), fmt(PARKED + now))
+  local sids = {}
+  for k, m in ipairs(back) do sids[k] = parse(m).sid end
+  restore(run, back, sids)
+  local later = redis.call('ZRANGEBYSCORE', run.ikey, '(' .. fmt(PARKED + now), '+inf', 'WITHSCORES',
+                           'LIMIT', 0, 1)
+  run.parked = nil
+  if later[2] then run.parked = tonumber(later[2]) - PARKED end
+  redis.call('ZADD', run.ikey, run.parked and fmt(-run.parked) or '-inf', run.marker)
+end
+
 -- The index of a run's model for this pool: as it is when its marker is this pool's, else built
 -- again from the last uses (the marker only changes here, so a stale index is always replaced).
 local function open(run)
@@ -178,33 +220,36 @@ local function open(run)
   if got[1] ~= run.marker then
     if run.sids == '' then return false end
     local sids, kids = lines(run.sids), lines(run.kids)
+    local members = {}
+    for k = 1, #sids do members[k] = entry(k, kids[k], sids[k]) end
     redis.call('DEL', run.ikey)
     redis.call('ZADD', run.ikey, '-inf', run.marker)
-    for from = 1, #sids, 1000 do  -- one call per thousand slots
-      local upto = math.min(from + 999, #sids)
-      local used = redis.call('HMGET', run.ukey, unpack(sids, from, upto))
-      local args = {}
-      for k = from, upto do
-        local at = tonumber(used[k - from + 1]) or 0
-        if at ~= at or at < 0 then at = 0 end
-        args[#args + 1] = fmt(at)
-        args[#args + 1] = entry(k, kids[k], sids[k])
-      end
-      redis.call('ZADD', run.ikey, unpack(args))
-    end
+    restore(run, members, sids)
     redis.call('PEXPIRE', run.ikey, ttl)
     redis.call('PEXPIRE', run.ukey, ttl)  -- the two keep one deadline
+    got = redis.call('ZRANGE', run.ikey, 0, 1, 'WITHSCORES')
+  end
+  run.parked = nil  -- the earliest end of a parked slot's rest
+  if got[2] ~= '-inf' then run.parked = -tonumber(got[2]) end
+  if run.parked ~= nil and run.parked <= now then
+    unpark(run)
     got = redis.call('ZRANGE', run.ikey, 0, 1, 'WITHSCORES')
   end
   run.buffer, run.at, run.rank = {got[3], got[4]}, 1, 2
   return true
 end
 
--- An index member as {position, kid, sid, member}.
-local function parse(m)
-  local second = string.find(m, '\\n', 8, true)
-  return {position = tonumber(string.sub(m, 1, 6)), kid = string.sub(m, 8, second - 1),
-          sid = string.sub(m, second + 1), member = m}
+-- Slots a walk found resting on their own leave it until their rest ends (such a rest is never
+-- shortened): parked after every live slot, scored PARKED plus the rest's end.
+local function park(resting)
+  for _, cand in ipairs(resting) do
+    local run = cand.run
+    redis.call('ZADD', run.ikey, fmt(PARKED + cand.suntil), cand.member)
+    if run.parked == nil or cand.suntil < run.parked then
+      run.parked = cand.suntil
+      redis.call('ZADD', run.ikey, fmt(-cand.suntil), run.marker)
+    end
+  end
 end
 
 -- The run's next slot by last use into run.head {position, kid, sid, used, member}; nil at the end.
@@ -218,8 +263,13 @@ local function step(run)
     run.head = nil
     return
   end
+  local used = tonumber(run.buffer[run.at + 1])
+  if used >= PARKED then  -- the live slots are done
+    run.head = nil
+    return
+  end
   run.head = parse(m)
-  run.head.used = tonumber(run.buffer[run.at + 1])
+  run.head.used = used
   run.at = run.at + 2
 end
 
@@ -305,6 +355,7 @@ local function check(cand)
     spans[j] = s
   end
   cand.spans, cand.w, cand.brk, cand.fl, cand.ktrial = spans, w, tonumber(m[3]) or 0, m[5], ktrial
+  cand.suntil = suntil
   if #blocks > 0 then
     if w.changed then save(cand.lkey, cand.wkey, spans, ttl) end
     local longest, pick = 0, blocks[1]
@@ -360,7 +411,7 @@ for _, run in ipairs(runs) do
   step(run)
   if run.head ~= nil then walking[#walking + 1] = run end
 end
-local best, refusals = nil, {}
+local best, refusals, resting = nil, {}, {}
 while best == nil and #walking > 0 do
   local i = 1
   for j = 2, #walking do if before(walking[j], walking[i]) then i = j end end
@@ -374,13 +425,15 @@ while best == nil and #walking > 0 do
       best = cand
     else
       refusals[cand.c] = r
+      if cand.suntil > now then resting[#resting + 1] = cand end
       step(run)
       if run.head == nil then table.remove(walking, i) end
     end
   end
 end
+park(resting)
 
-if best == nil then  -- why each slot cannot serve; those of a model left at once are checked now
+if best == nil then  -- why each slot cannot serve; those of a model left at once, and parked ones, now
   local out = {0, 0, 0, 0, 0, 0, 0}
   for _, run in ipairs(runs) do
     local slots = nil  -- by position, read from the index when one is needed

@@ -68,7 +68,7 @@ def test_every_pick_is_the_one_ranking_every_slot_gives(make_storage, clock: Fak
     group = router.resolve("SMALL", "chat")
     rng = random.Random(11)
     taken: list[str] = []
-    for _ in range(120):
+    for _ in range(250):
         clock.advance(rng.choice((0.0, 0.0, 0.0, 1e-6, 0.25, 3.0, 20.0)))
         candidates = rng.choice((group, group, [a], [b], [c], [b, a]))
         exclude = set(rng.sample(taken[-4:], min(len(taken), rng.randint(0, 2))))
@@ -79,14 +79,33 @@ def test_every_pick_is_the_one_ranking_every_slot_gives(make_storage, clock: Fak
             continue
         taken.append(res.slot)
         roll = rng.random()
-        if roll < 0.1:
-            router.failed(res, RateLimited("429", retry_after=rng.choice((1, 5, 40))))
-        elif roll < 0.13:
+        if roll < 0.25:
+            router.failed(res, RateLimited("429", retry_after=rng.choice((0.5, 2, 8, 40))))
+        elif roll < 0.28:
             router.failed(res, _with(UpstreamError("402"), Cooldown("credit", None, "out of credit")))
-        elif roll < 0.16:
+        elif roll < 0.31:
             router.failed(res, UpstreamError("upstream error 500"))  # a fault: the model rests
-    assert len(taken) > 40  # most steps reserved: the walk was exercised, not only refusals
-    assert len(taken) < 120  # and some were refused: so were the refusals
+    assert len(taken) > 100  # most steps reserved: the walk was exercised, not only refusals
+    assert len(taken) < 250  # and some were refused: so were the refusals
+
+
+def test_a_resting_slot_is_back_in_its_place_the_moment_its_rest_ends(make_storage, clock: FakeClock) -> None:
+    """A walk that finds the least recently used slot resting leaves it out until its rest ends
+    (a slot's own rest is never shortened); then it is the least recently used again."""
+    m = pooled("groq/a", KEYS[:3], requests_per_minute=100)
+    router = Router([m], make_storage(), ROUTING, NO_BREAKER, clock=clock)
+    first = router.acquire([m], length=1, tokens=1)
+    router.failed(first, RateLimited("429", retry_after=10))
+    rest_end = clock.now + 10
+    labels = []
+    for _ in range(4):  # #1 rests: the others serve, and the walk passes #1 (the oldest) each time
+        clock.advance(1)
+        labels.append(acquire_and_compare(router, [m], set(), clock.now).key_label)
+    assert labels == ["#2", "#3", "#2", "#3"]
+    clock.now = rest_end - 1e-6
+    assert acquire_and_compare(router, [m], set(), clock.now).key_label == "#2"
+    clock.now = rest_end
+    assert acquire_and_compare(router, [m], set(), clock.now).key_label == "#1"
 
 
 def _with(error: UpstreamError, cooldown: Cooldown) -> UpstreamError:
