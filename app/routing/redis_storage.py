@@ -122,12 +122,14 @@ end
 #
 # Each model's `lru:{name}` sorted set indexes its slots by last use: member "<position>\n<key
 # id>\n<slot id>" (position zero-padded, so equal last uses rank by position), score the last use,
-# plus a marker "=<fingerprint>" scored -inf naming the pool it was built for; it is built again
-# from `used:{name}` when the marker is another's (first use, expiry, a changed key list), for which
-# the ids are needed: without them the script changes nothing and returns {-1}, to be called again
-# with them. The script merges the pools' indexes best first (priority, last use, position) and
-# stops at the first slot that can serve; a model that cannot serve at all (breaker, cooldown) is
-# left at once. Only when none can serve is every slot checked, for the refusals.
+# plus a marker "=<fingerprint>" naming the pool it was built for; it is built again from
+# `used:{name}` when the marker is another's (first use, expiry, a changed key list), for which the
+# ids are needed: without them the script changes nothing and returns {-1}, to be called again with
+# them. The script merges the pools' indexes best first (priority, last use, position) and stops at
+# the first slot that can serve; a model that cannot serve at all (breaker, cooldown) is left at
+# once. A slot found resting on its own is parked until its rest ends (scored PARKED + that end,
+# after every live slot; the marker's score is minus the earliest such end, -inf for none). Only
+# when none can serve is every slot checked, for the refusals.
 # Returns {chosen (1-based, 0 = none), trial, failing, hint limit, remaining, wait, key trial}
 # followed, when none was chosen, by {candidate, code, wait, detail} per refused candidate, where
 # candidate 0 is the client (its window refused; then nothing else was checked).
