@@ -115,10 +115,10 @@ end
 # KEYS: the first candidate's model hash (it routes the call in a cluster; every key the script
 # builds from the prefix shares its hash slot). ARGV: now, tokens, member, lease, ttl, key prefix,
 # the client's name ("" for none) and span count, per client span: id, floor, length, reset,
-# requests, tokens; then per pool (one model's slots): model name, priority, span count, per span:
-# id, floor, length, reset, requests, tokens; then its slot count, fingerprint, slot ids and key
-# ids (each joined by "\n"; both "" when the caller believes the pool indexed) and its tried flags
-# ("0"/"1" per slot, "" for none).
+# requests, tokens; then per pool (one model's slots) three: the model name; "<priority> <slot count>
+# <fingerprint> <tried flags>" ("0"/"1" per slot, "-" for none) followed by "|<id> <floor> <length>
+# <reset> <requests> <tokens>" per window (few arguments: a client packs each one at a cost); and
+# its slot ids then key ids, joined by "\n" ("" when the caller believes the pool indexed).
 #
 # Each model's `lru:{name}` sorted set indexes its slots by last use: member "<position>\n<key
 # id>\n<slot id>" (position zero-padded, so equal last uses rank by position), score the last use,
@@ -148,17 +148,10 @@ if ARGV[7] ~= '' then
   client = {lkey = prefix .. ':clog:' .. ARGV[7], wkey = prefix .. ':cwin:' .. ARGV[7], spans = {}}
 end
 while a <= #ARGV do
-  local run = {name = ARGV[a], prio = tonumber(ARGV[a + 1]), spec = {}}
-  local n = tonumber(ARGV[a + 2])
+  local prio, n, fp, tried, spans = string.match(ARGV[a + 1], '^(%S+) (%S+) (%S+) ([^|%s]+)(.*)$')
+  local run = {name = ARGV[a], prio = tonumber(prio), n = tonumber(n), marker = '=' .. fp, spans = spans,
+               tried = tried, ids = ARGV[a + 2]}
   a = a + 3
-  for j = 1, n do
-    run.spec[j] = {ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]),
-                   tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])}
-    a = a + 6
-  end
-  run.n, run.marker, run.sids, run.kids, run.tried = tonumber(ARGV[a]), '=' .. ARGV[a + 1], ARGV[a + 2],
-    ARGV[a + 3], ARGV[a + 4]
-  a = a + 5
   run.offset, total = total, total + run.n
   run.ikey, run.ukey = prefix .. ':lru:' .. run.name, prefix .. ':used:' .. run.name
   runs[#runs + 1] = run
@@ -220,10 +213,12 @@ end
 local function open(run)
   local got = redis.call('ZRANGE', run.ikey, 0, 1, 'WITHSCORES')
   if got[1] ~= run.marker then
-    if run.sids == '' then return false end
-    local sids, kids = lines(run.sids), lines(run.kids)
-    local members = {}
-    for k = 1, #sids do members[k] = entry(k, kids[k], sids[k]) end
+    if run.ids == '' then return false end
+    local ids, sids, members = lines(run.ids), {}, {}
+    for k = 1, run.n do
+      sids[k] = ids[k]
+      members[k] = entry(k, ids[run.n + k], ids[k])
+    end
     redis.call('DEL', run.ikey)
     redis.call('ZADD', run.ikey, '-inf', run.marker)
     restore(run, members, sids)
@@ -276,6 +271,14 @@ local function step(run)
 end
 
 local function candidate(run, slot)
+  if run.spec == nil then  -- the windows, read once a slot of the run is looked at
+    run.spec = {}
+    local field = ' ([^|%s]+)'
+    for id, floor, len, reset, req, tok in string.gmatch(run.spans, '|([^|%s]+)' .. string.rep(field, 5)) do
+      run.spec[#run.spec + 1] = {id, tonumber(floor), tonumber(len), tonumber(reset), tonumber(req),
+                                 tonumber(tok)}
+    end
+  end
   return {c = run.offset + slot.position, spec = run.spec, name = run.name, sid = slot.sid, kid = slot.kid,
           run = run, member = slot.member, tried = string.sub(run.tried, slot.position, slot.position) == '1'}
 end
@@ -598,7 +601,7 @@ class RedisStorage(Storage):
         self._inspect = client.register_script(_PRELUDE + _INSPECT)
         self._prefix = f"{namespace}:{{quota}}"
         self._slot_keys: dict[str, tuple[str, str]] = {}
-        self._pool_args: dict[str, tuple[str, str]] = {}  # per pool fingerprint, see _joined
+        self._pool_args: dict[str, str] = {}  # per pool fingerprint, see _joined
         self._indexed: set[str] = set()  # fingerprints of pools whose index the scripts have built
         self._down = False
         self._state_lock = threading.Lock()  # only taken when Redis fails or recovers
@@ -640,27 +643,25 @@ class RedisStorage(Storage):
             floor, reset = span.bounds(now)
             args += (span.id, floor, span.length, reset, span.requests, span.tokens)
         offset = 0
-        runs = []  # where each pool's ids go in args
         for pool in pools:
-            model = pool.model
-            args += (model.name, model.priority, len(model.spans))
-            for span in model.spans:
-                floor, reset = span.bounds(now)
-                args += (span.id, floor, span.length, reset, span.requests, span.tokens)
             size = len(pool.ids)
-            flags = "".join("1" if offset + n in tried else "0" for n in range(size)) if tried else ""
-            runs.append(len(args) + 2)
-            args += (size, pool.fingerprint, "", "", flags)
+            flags = "".join("1" if offset + n in tried else "0" for n in range(size)) if tried else "-"
+            spec = [f"{pool.model.priority} {size} {pool.fingerprint} {flags}"]
+            for span in pool.model.spans:
+                floor, reset = span.bounds(now)
+                spec.append(f"{span.id} {floor} {span.length} {reset} {span.requests} {span.tokens}")
+            args += (pool.model.name, "|".join(spec), "")
             offset += size
         first_model = [self._model_key(pools[0].model.name if pools else "")]
+        start = len(args) - 3 * len(pools) + 2  # each pool's ids: args[start + 3 * n]
         unknown = [n for n, pool in enumerate(pools) if pool.fingerprint not in self._indexed]
         for n in unknown:  # the ids of pools not seen indexed yet
-            args[runs[n] : runs[n] + 2] = self._joined(pools[n])
+            args[start + 3 * n] = self._joined(pools[n])
         out = self._run(self._script, self._reserve, first_model, args)
         if out[0] == -1:  # an index is gone (expired, or built for other keys): once more with all ids
             unknown = list(range(len(pools)))
             for n in unknown:
-                args[runs[n] : runs[n] + 2] = self._joined(pools[n])
+                args[start + 3 * n] = self._joined(pools[n])
             out = self._run(self._script, self._reserve, first_model, args)
         self._indexed.update(pools[n].fingerprint for n in unknown)
         if out[0]:
@@ -765,11 +766,11 @@ class RedisStorage(Storage):
     def _key_key(self, key_id: str) -> str:
         return f"{self._prefix}:key:{key_id}"
 
-    def _joined(self, pool: Pool) -> tuple[str, str]:
-        """The pool's slot ids and key ids, each joined by newlines, as the script takes them."""
+    def _joined(self, pool: Pool) -> str:
+        """The pool's slot ids then key ids, joined by newlines, as the script takes them."""
         joined = self._pool_args.get(pool.fingerprint)
         if joined is None:
-            joined = self._pool_args[pool.fingerprint] = ("\n".join(pool.ids), "\n".join(pool.keys))
+            joined = self._pool_args[pool.fingerprint] = "\n".join((*pool.ids, *pool.keys))
         return joined
 
     def _window_keys(self, slot: SlotPlan) -> tuple[str, str]:
