@@ -1,6 +1,7 @@
 """Cloudflare Workers AI, native: `{url}/{upstream_model}` where `url` is the account's `…/ai/run` or an
 AI Gateway's `…/workers-ai` (gateway headers such as `cf-aig-authorization` come from the model's
-`headers`). An account's `…/ai/v1/chat/completions` URL takes the OpenAI path instead.
+`headers`), or `url` itself when it already names a model (`run_url`, the one rule for every kind).
+An account's `…/ai/v1/chat/completions` URL takes the OpenAI path instead.
 
 Answers come in the v4 envelope (`result`, `success`, `errors`). Older models answer text in
 `result.response` and `result.tool_calls` as `{name, arguments: {…}}`; newer ones an OpenAI-shaped
@@ -33,11 +34,12 @@ from app.providers.shape import (
     json_format,
     openai_error_message,
     renamed_params,
+    retry_after_seconds,
     seconds_until_midnight,
     tool_call,
     usage,
 )
-from app.routing.cooldown import DAILY, Cooldown
+from app.routing.cooldown import DAILY, RATE, Cooldown
 from app.sse import SSEEvent
 
 DAILY_LIMIT_CODES = frozenset({3036, 4006})  # the free 10,000 neurons a day are used up (reset 00:00 UTC)
@@ -105,7 +107,7 @@ def parse_completion(data: Any, model_name: str) -> dict[str, Any]:
     output.add_text(text)
     for call in result.get("tool_calls") or ():
         output.add_tool_call(_tool_call(call))
-    output.finish_reason = "tool_calls" if output.tool_calls else "stop"
+    output.finish_reason = "tool_calls" if output.calls else "stop"
     answer.usage = _usage(result.get("usage"))
     return answer.body()
 
@@ -201,8 +203,10 @@ def envelope_error(
         reset = seconds_until_midnight(UTC, now)
         daily = Cooldown(DAILY, reset, f"upstream code {code}: the day's free neurons are used up")
         return error_for_status(429, message, model_name, retry_after=reset, cooldown=daily)
-    if code == CAPACITY_CODE:
-        status = 429
+    if code == CAPACITY_CODE:  # whatever the status: Cloudflare is busy, the key is fine
+        wait = retry_after_seconds(headers, now)
+        busy = Cooldown(RATE, wait, f"upstream code {code}: capacity temporarily exceeded")
+        return error_for_status(429, message, model_name, retry_after=wait, cooldown=busy)
     return error_for_status(status, message, model_name, headers)
 
 
@@ -217,11 +221,11 @@ def parse_error(
 
 
 class Cloudflare(HttpProvider):
-    """A Workers AI model, called at `{model.url}/{model.upstream_model}`."""
+    """A Workers AI model, called at its `run_url`."""
 
     def __init__(self, model: ModelConfig, sessions: SessionPool, http: HttpConfig) -> None:
         super().__init__(model, sessions, http)
-        self._url = f"{model.url.rstrip('/')}/{model.upstream_model.lstrip('/')}"
+        self._url = run_url(model)
         self._headers, self._stream_headers = bearer_headers(model)
 
     def build_request(self, body: dict[str, Any], stream: bool) -> UpstreamRequest:
