@@ -41,6 +41,7 @@ from bench.client import Target, percentile
 from bench.payloads import request_body
 
 CAPPED_KEY = "bench-capped-client-key"
+LITELLM_KEY = "sk-bench-litellm-master-key"
 MODEL_LIMIT = 100  # requests_per_minute of cap/limited
 CLIENT_LIMIT = 60  # requests_per_minute of the client "capped"
 INSTANCES = 4
@@ -183,6 +184,13 @@ class Capacity:
             raise RuntimeError(f"swarm {name} failed: {err.read_text()[-2000:]}")
         return json.loads(out.read_text()), peak
 
+    def warm_up(self, spec: dict[str, Any]) -> None:
+        """One plain request (its first costs imports and connections), then a moment of quiet."""
+        answer, _ = self.swarm("warm-up", {"kind": "requests", "requests": [spec]})
+        if answer["requests"][0][0] != 200:
+            raise RuntimeError(f"warm-up request failed: {answer['requests'][0]}")
+        time.sleep(1)
+
     @contextlib.contextmanager
     def trickling(self, port: int, part: str) -> Iterator[None]:
         """TRICKLERS clients sending their request `part` a byte a second, all started, while inside."""
@@ -226,7 +234,7 @@ class Capacity:
             row["swarm_cpu_s"] = direct["cpu_seconds"]
             server = self.gunicorn(f"streams-{mode}")
             try:
-                time.sleep(0.5)
+                self.warm_up(proxied_spec(server.port, "cap/stream"))
                 worker = server.worker_pids()[0]
                 idle, cpu = procs.rss_mib(worker), procs.cpu_seconds([worker])
                 job = self.stream_job(server.port, ramp, ("cap/stream", "cap/slow"))
@@ -338,13 +346,21 @@ class Capacity:
             )
         try:
             started = time.monotonic()
-            procs.wait_port(port, timeout=180)
+            while proc.poll() is None and time.monotonic() - started < 180:
+                with contextlib.suppress(RuntimeError):
+                    procs.wait_port(port, timeout=1)
+                    break
+            if proc.poll() is not None:
+                raise RuntimeError(f"LiteLLM did not start: see {self.dir / 'litellm.log'} (--keep)")
             startup = time.monotonic() - started
-            time.sleep(2)
+            self.warm_up(proxied_spec(port, "cap/stream", key=LITELLM_KEY))
             pids = [proc.pid, *procs.children(proc.pid)]
             idle, cpu = sum(procs.rss_mib(p) for p in pids), procs.cpu_seconds(pids)
             normal = [False] * self.n
-            streams = [{**proxied_spec(port, "cap/stream", stream=True), "start": 0.0} for _ in range(self.n)]
+            streams = [
+                {**proxied_spec(port, "cap/stream", stream=True, key=LITELLM_KEY), "start": 0.0}
+                for _ in range(self.n)
+            ]
             job = {"kind": "streams", "streams": streams, "timeout": self.args.seconds + 90}
             result, peak = self.swarm("litellm", job, pids)
             row = stream_summary(result["streams"], normal)
@@ -377,6 +393,7 @@ def litellm_config(fake_port: int) -> dict[str, Any]:
     return {
         "model_list": [{"model_name": "cap/stream", "litellm_params": params}],
         "litellm_settings": {"telemetry": False, "drop_params": True},
+        "general_settings": {"master_key": LITELLM_KEY},
     }
 
 
