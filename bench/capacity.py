@@ -49,17 +49,19 @@ BURST = 2000
 TRICKLERS = 50
 HEARTBEAT = ServerConfig().heartbeat_seconds
 SLOW_LATENCY = 3 * HEARTBEAT + 1  # seconds before a slow stream's first chunk
+STREAM_SLACK = 60  # seconds a stream may run late before it counts as an error (timeout)
 SCENARIOS = ("streams", "tricklers", "instances", "litellm")
 # Sent on every new Redis connection, not part of any request's work.
 REDIS_SETUP = {"CLIENT", "HELLO", "SELECT", "PING", "INFO", "SCRIPT"}
 
 
 def stream_query(seconds: int, slow: bool) -> str:
-    """The fake's query for a stream of about `seconds`, a chunk a second (`slow`: after a wait)."""
+    """The fake's query for a stream of `seconds`, an event a second (content chunks, then finish,
+    usage and [DONE]); a `slow` one waits SLOW_LATENCY before its first chunk, within the same time."""
     if slow:
-        chunks = max(2, seconds - round(SLOW_LATENCY) + 1)
+        chunks = max(1, seconds - round(SLOW_LATENCY) - 2)
         return f"?chunks={chunks}&delay_ms=1000&latency_ms={SLOW_LATENCY * 1000:.0f}"
-    return f"?chunks={seconds + 1}&delay_ms=1000"
+    return f"?chunks={max(1, seconds - 2)}&delay_ms=1000"
 
 
 def capacity_config(fake: int, seconds: int) -> dict[str, Any]:
@@ -98,6 +100,7 @@ def stream_summary(results: list[dict[str, Any]], slow: list[bool]) -> dict[str,
         "first_byte_p50_ms": ms(percentile(first, 50)),
         "first_byte_p99_ms": ms(percentile(first, 99)),
         "first_byte_max_ms": ms(max(first, default=float("nan"))),
+        "no_first_byte": len(normal) - len(first),
         "chunk_gap_p99_ms": ms(percentile([r["gap_content"] for r in normal], 99)),
     }
     if waited:
@@ -224,7 +227,7 @@ class Capacity:
             else:
                 spec = proxied_spec(port, models[slow], stream=True)
             streams.append({**spec, "start": ramp * i / self.n})
-        return {"kind": "streams", "streams": streams, "timeout": self.args.seconds + ramp + 90}
+        return {"kind": "streams", "streams": streams, "timeout": self.args.seconds + STREAM_SLACK}
 
     def streams(self) -> None:
         found: dict[str, Any] = {"streams": self.n, "seconds": self.args.seconds, "heartbeat_s": HEARTBEAT}
@@ -361,7 +364,7 @@ class Capacity:
                 {**proxied_spec(port, "cap/stream", stream=True, key=LITELLM_KEY), "start": 0.0}
                 for _ in range(self.n)
             ]
-            job = {"kind": "streams", "streams": streams, "timeout": self.args.seconds + 90}
+            job = {"kind": "streams", "streams": streams, "timeout": self.args.seconds + STREAM_SLACK}
             result, peak = self.swarm("litellm", job, pids)
             row = stream_summary(result["streams"], normal)
             row.update(worker_usage(idle, peak, procs.cpu_seconds(pids) - cpu, self.n))
@@ -481,6 +484,11 @@ def _cell(row: dict[str, Any] | None, *keys: str) -> str:
     return " / ".join(f"{row[k]:,}" for k in keys) if row else "-"
 
 
+def _first_byte(row: dict[str, Any] | None) -> str:
+    missing = row.get("no_first_byte") if row else 0
+    return _cell(row, *FIRST) + (f" ({missing:,} got no byte)" if missing else "")
+
+
 def stream_rows(title: str, row: dict[str, Any], litellm: dict[str, Any] | None) -> list[list[str]]:
     direct, proxied = row["direct"], row["proxied"]
     other, more = (litellm["proxied"], litellm.get("added")) if litellm else (None, None)
@@ -488,7 +496,7 @@ def stream_rows(title: str, row: dict[str, Any], litellm: dict[str, Any] | None)
     usage = ("rss_idle_mib", "rss_peak_mib", "mib_per_stream")
     return [
         [f"{title}: completed with [DONE] / errors", *(_cell(r, "done", "errors") for r in each)],
-        ["first byte p50 / p99 (ms)", *(_cell(r, *FIRST) for r in each)],
+        ["first byte p50 / p99 (ms)", *(_first_byte(r) for r in each)],
         ["**added** first byte p50 / p99 (ms)", "", *(_cell(r, *ADDED) for r in (row["added"], more))],
         ["largest gap between chunks, p99 of streams (ms)", *(_cell(r, "chunk_gap_p99_ms") for r in each)],
         ["server RSS idle / peak / per open stream (MiB)", "", *(_cell(r, *usage) for r in served)],

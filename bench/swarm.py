@@ -88,6 +88,8 @@ async def stream(spec: dict[str, Any], origin: float, timeout: float) -> dict[st
     finally:
         if writer is not None:
             writer.close()
+    if out["first_content"] is None:  # waited to the end: that was the longest gap
+        out["gap_before_content"] = max(out["gap_before_content"], loop.time() - last)
     return out
 
 
