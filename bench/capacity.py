@@ -10,7 +10,8 @@ measured against a direct call to the same fake upstream in the same run.
 3. instances: 4 gunicorn instances x 2 workers sharing one Redis under a 2,000-request burst: what
    was admitted per model and per client, and the Redis round trips per request (MONITOR);
 4. LiteLLM (with --litellm, a Python that has `litellm[proxy]`): scenario 1, at once, through it.
-The load comes from bench/swarm.py, an asyncio process of its own. See docs/PERFORMANCE.md.
+The load comes from bench/swarm.py, an asyncio process of its own. See docs/PERFORMANCE.md;
+`python -m bench.capacity run.json` re-renders a run saved with --json.
 """
 
 from __future__ import annotations
@@ -517,10 +518,15 @@ def render(results: dict[str, Any]) -> str:
         for mode in ("at_once", "ramp"):
             got, more, label = streams[mode]["proxied"], streams[mode]["added"], mode.replace("_", " ")
             beat, per_stream = got["heartbeat_gap_max_s"], got["mib_per_stream"]
-            title = f"{label}: {got['slow_streams']} wait {SLOW_LATENCY:g} s; largest heartbeat gap (s)"
-            rows.append([title, "", beat, ""])
+            title = f"{label}: {got['slow_streams']} wait {SLOW_LATENCY:g} s; largest gap (s)"
+            rows.append([title, "", f"{beat} (heartbeat every {HEARTBEAT:g})", ""])
             targets += [
-                (f"{n:,} streams ({label}) complete, 0 errors", f"{n:,}", got["done"], got["errors"] == 0),
+                (
+                    f"{n:,} streams ({label}) complete, 0 errors",
+                    f"{n:,}",
+                    f"{got['done']:,}",
+                    got["errors"] == 0,
+                ),
                 (f"added first-byte p99 ({label}), ms", "≤ 50", more[ADDED[1]], more[ADDED[1]] <= 50),
                 (f"worker RSS per open stream ({label}), MiB", "≤ 1", per_stream, per_stream <= 1),
                 (f"heartbeat gap ({label}), s", f"≤ {HEARTBEAT + 1:g}", beat, beat <= HEARTBEAT + 1),
@@ -572,3 +578,7 @@ def main(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps(run.results, indent=2) + "\n")
     print(render(run.results))
     return 0
+
+
+if __name__ == "__main__":  # re-render a saved run: python -m bench.capacity run.json
+    print(render(json.loads(Path(sys.argv[1]).read_text())))
