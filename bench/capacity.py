@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -163,27 +163,20 @@ class Capacity:
         log = self.dir / f"gunicorn-{name}.log"
         return procs.Gunicorn(self.config, procs.free_port(), env, log, workers).start()
 
-    def swarm(self, name: str, job: dict[str, Any], watch: list[int] = ()) -> tuple[dict[str, Any], dict]:
+    def swarm(self, name: str, job: dict[str, Any], watch: Sequence[int] = ()) -> tuple[dict[str, Any], dict]:
         """Run a bench/swarm.py job; meanwhile sample the RSS and threads of the `watch` pids."""
         out, err = self.dir / f"swarm-{name}.json", self.dir / f"swarm-{name}.err"
         with open(out, "wb") as stdout, open(err, "wb") as stderr:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "bench.swarm"],
-                cwd=procs.REPO,
-                stdin=subprocess.PIPE,
-                stdout=stdout,
-                stderr=stderr,
-                start_new_session=True,
-            )
-        assert proc.stdin is not None
-        proc.stdin.write(json.dumps(job).encode())
-        proc.stdin.close()
+            proc = start_swarm(job, stdout, stderr)
         peak = {"rss_mib": 0.0, "threads": 0}
-        while proc.poll() is None:
-            if watch:
-                peak["rss_mib"] = max(peak["rss_mib"], sum(procs.rss_mib(p) for p in watch))
-                peak["threads"] = max(peak["threads"], sum(procs.threads(p) for p in watch))
-            time.sleep(0.25)
+        try:
+            while proc.poll() is None:
+                if watch:
+                    peak["rss_mib"] = max(peak["rss_mib"], sum(procs.rss_mib(p) for p in watch))
+                    peak["threads"] = max(peak["threads"], sum(procs.threads(p) for p in watch))
+                time.sleep(0.25)
+        finally:
+            procs.stop(proc)
         if proc.returncode:
             raise RuntimeError(f"swarm {name} failed: {err.read_text()[-2000:]}")
         return json.loads(out.read_text()), peak
@@ -199,17 +192,9 @@ class Capacity:
     def trickling(self, port: int, part: str) -> Iterator[None]:
         """TRICKLERS clients sending their request `part` a byte a second, all started, while inside."""
         job = {"kind": "trickle", "part": part, "count": TRICKLERS, "request": proxied_spec(port, "cap/fast")}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.swarm"],
-            cwd=procs.REPO,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            start_new_session=True,
-        )
-        assert proc.stdin is not None and proc.stdout is not None
+        proc = start_swarm(job, subprocess.PIPE)
+        assert proc.stdout is not None
         try:
-            proc.stdin.write(json.dumps(job).encode())
-            proc.stdin.close()
             if not select.select([proc.stdout], [], [], 30)[0] or proc.stdout.readline().strip() != b"ready":
                 raise RuntimeError(f"{TRICKLERS} tricklers did not start")
             time.sleep(2)  # each has sent a few bytes: the server has taken them in
@@ -379,6 +364,22 @@ class Capacity:
             procs.stop(fake)
         self.results["litellm"] = found
         self.log(f"litellm: {json.dumps(found)}")
+
+
+def start_swarm(job: dict[str, Any], stdout: Any, stderr: Any = None) -> subprocess.Popen[bytes]:
+    """bench/swarm.py in a process (and session) of its own, working on `job`."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.swarm"],
+        cwd=procs.REPO,
+        stdin=subprocess.PIPE,
+        stdout=stdout,
+        stderr=stderr,
+        start_new_session=True,
+    )
+    assert proc.stdin is not None
+    proc.stdin.write(json.dumps(job).encode())
+    proc.stdin.close()
+    return proc
 
 
 LITELLM_ENV = {
