@@ -7,8 +7,12 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app import __version__
+
+if TYPE_CHECKING:
+    from app.config import ClientConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_HELP = "config file (default: $AI_PROXY_CONFIG, else the config.yaml at the top of the repository)"
@@ -78,18 +82,50 @@ def check_config(path: str | None) -> int:
                 m.kind,
                 m.group or "-",
                 str(m.priority),
-                f"{m.requests_per_minute or '-'}/{m.requests_per_hour or '-'}/{m.requests_per_day or '-'}",
-                f"{m.tokens_per_minute or '-'}/{m.tokens_per_day or '-'}",
+                windows(m.requests_per_minute, m.requests_per_hour, m.requests_per_day),
+                windows(m.tokens_per_minute, m.tokens_per_day),
                 "enabled" if m.enabled else f"disabled: {m.enable_hint}",
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    print_table(rows)
     groups = sorted({m.group for m in config.enabled_models if m.group})
     print(f"\n{config.summary()}")
     print(f"groups enabled: {', '.join(groups) or 'none'}; storage: {config.storage_label}")
+    print()
+    if config.clients:
+        print_table(client_rows(config.clients))
+    else:
+        print("clients: none; the API is open to anyone who can reach it")
     return 0
+
+
+def client_rows(clients: Sequence[ClientConfig]) -> list[tuple[str, ...]]:
+    """The client table: each client's name, models, limits and kind of key (never the key)."""
+    rows = [("CLIENT", "MODELS", "RPM/RPH/RPD", "TPM/TPD", "ADMIN", "KEY")]
+    for c in clients:
+        rows.append(
+            (
+                c.name,
+                ",".join(c.models) or "all",
+                windows(c.requests_per_minute, c.requests_per_hour, c.requests_per_day),
+                windows(c.tokens_per_minute, c.tokens_per_day),
+                "yes" if c.admin else "no",
+                "key_sha256" if c.key_sha256 else "key",
+            )
+        )
+    return rows
+
+
+def windows(*limits: int) -> str:
+    """Limits per window as `30/-/1000` (`-`: no limit)."""
+    return "/".join(str(limit or "-") for limit in limits)
+
+
+def print_table(rows: Sequence[Sequence[str]]) -> None:
+    """Rows as columns padded to their widest cell."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
 def serve(config_path: str | None, port: int | None) -> int:

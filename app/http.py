@@ -28,7 +28,7 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import requests
 import urllib3
@@ -59,6 +59,14 @@ TRANSPORT_ERRORS = (
     http.client.HTTPException,
     OSError,
 )
+
+
+class SizedBody(Protocol):
+    """A request body sent as it is read (an upload), whose length is known beforehand."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[bytes]: ...
 
 
 # --- deadlines ------------------------------------------------------------------------------
@@ -296,9 +304,12 @@ class Transport:
         self._stream_timeout = urllib3.Timeout(connect=http.connect_timeout, read=http.stream_idle_timeout)
 
     def post(
-        self, url: str, *, data: bytes, headers: Mapping[str, str], stream: bool, model_name: str
+        self, url: str, *, data: bytes | SizedBody, headers: Mapping[str, str], stream: bool, model_name: str
     ) -> UpstreamResponse:
-        """POST; the answer's headers are read, its body is left for UpstreamResponse to read."""
+        """POST; the answer's headers are read, its body is left for UpstreamResponse to read. A
+        SizedBody goes as it is read, with its Content-Length; the deadline covers the upload too."""
+        if not isinstance(data, bytes):
+            headers = {**headers, "Content-Length": str(len(data))}
         http = self.http
         start = time.monotonic()
         end = start + (http.stream_max_seconds if stream else http.read_timeout)
@@ -312,7 +323,7 @@ class Transport:
             self.watchdog.leave()
         return UpstreamResponse(raw, self, deadline, stream, model_name)
 
-    def _open(self, url: str, data: bytes, headers: Mapping[str, str], stream: bool) -> Any:
+    def _open(self, url: str, data: bytes | SizedBody, headers: Mapping[str, str], stream: bool) -> Any:
         route = self._route(url)
         if route is None:
             return self._through_session(url, data, headers, stream)
@@ -342,7 +353,9 @@ class Transport:
             return self._through_session(url, data, headers, stream)
         return raw
 
-    def _through_session(self, url: str, data: bytes, headers: Mapping[str, str], stream: bool) -> Any:
+    def _through_session(
+        self, url: str, data: bytes | SizedBody, headers: Mapping[str, str], stream: bool
+    ) -> Any:
         timeout = self._stream_timeout if stream else self._plain_timeout
         response = self.session.post(
             url,

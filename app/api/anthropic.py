@@ -14,18 +14,12 @@ import orjson
 from flask import Blueprint, Response, g
 
 from app.api.blocks import (
-    REASONING,
-    TEXT,
-    TOOL_CALL,
-    Answer,
-    Block,
     BlockClosed,
     BlockDelta,
     BlockEvent,
     BlockOpened,
     Finished,
     Redact,
-    answer_from_completion,
     close,
     copy_limits,
     estimate_input_tokens,
@@ -39,6 +33,7 @@ from app.api.schema import check_chat, check_depth
 from app.errors import InvalidRequest, ProxyError, ServiceUnavailable
 from app.events import StreamFailed
 from app.gateway import StreamAnswer
+from app.providers.shape import REASONING, TEXT, TOOL_CALL, Answer, Block
 from app.sse import encode_event
 
 bp = Blueprint("anthropic", __name__)
@@ -292,8 +287,8 @@ def message_from(answer: Answer, message_id: str, input_estimate: int = 0) -> di
         "type": "message",
         "role": "assistant",
         "model": answer.model,
-        "content": [content_block(b, whole=True) for b in answer.blocks],
-        "stop_reason": stop_reason(answer.finish_reason),
+        "content": [content_block(b, whole=True) for b in answer.choice().blocks],
+        "stop_reason": stop_reason(answer.choice().finish_reason),
         "stop_sequence": None,
         "usage": usage_dict(answer, input_estimate),
     }
@@ -321,7 +316,7 @@ def message_events(
                 yield encode_event("content_block_stop", {"type": "content_block_stop", "index": event.index})
             elif isinstance(event, Finished):
                 answer = event.answer
-                stop = {"stop_reason": stop_reason(answer.finish_reason), "stop_sequence": None}
+                stop = {"stop_reason": stop_reason(answer.choice().finish_reason), "stop_sequence": None}
                 usage = usage_dict(answer, input_estimate)
                 yield encode_event("message_delta", {"type": "message_delta", "delta": stop, "usage": usage})
                 yield encode_event("message_stop", {"type": "message_stop"})
@@ -380,7 +375,7 @@ def messages() -> Response:
         events = message_events(blocks, message_id, name, estimate, state.redactor)
         headers = served_headers(answer, stream=True, ignored_tools=ignored)
         return Response(events, mimetype="text/event-stream", headers=headers)
-    message = message_from(answer_from_completion(answer.body), message_id, estimate)
+    message = message_from(Answer.from_completion(answer.body), message_id, estimate)
     return json_response(message, headers=served_headers(answer, ignored_tools=ignored))
 
 

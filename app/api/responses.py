@@ -17,17 +17,12 @@ import orjson
 from flask import Blueprint, Response, g
 
 from app.api.blocks import (
-    REASONING,
-    TEXT,
-    Answer,
-    Block,
     BlockClosed,
     BlockDelta,
     BlockEvent,
     BlockOpened,
     Finished,
     Redact,
-    answer_from_completion,
     close,
     copy_limits,
     estimate_input_tokens,
@@ -41,6 +36,7 @@ from app.api.schema import check_chat, check_depth
 from app.errors import InvalidRequest, ProxyError
 from app.events import StreamFailed
 from app.gateway import StreamAnswer
+from app.providers.shape import REASONING, TEXT, Answer, Block
 from app.sse import KEEP_ALIVE, encode_event
 
 bp = Blueprint("responses", __name__)
@@ -363,7 +359,7 @@ def response_object(
 
 def final_status(answer: Answer) -> tuple[str, str | None]:
     """`completed`, or `incomplete` with its reason (the token limit, a content filter)."""
-    reason = INCOMPLETE.get(answer.finish_reason or "")
+    reason = INCOMPLETE.get(answer.choice().finish_reason or "")
     return ("incomplete", reason) if reason else ("completed", None)
 
 
@@ -371,7 +367,8 @@ def response_from(
     request: ResponsesRequest, answer: Answer, response_id: str, created_at: int, input_estimate: int = 0
 ) -> dict[str, Any]:
     """A whole answer as a `response` object."""
-    output = [output_item(b, item_id(b, request.custom_tools), request.custom_tools) for b in answer.blocks]
+    custom = request.custom_tools
+    output = [output_item(b, item_id(b, custom), custom) for b in answer.choice().blocks]
     status, incomplete = final_status(answer)
     usage = usage_dict(answer, input_estimate)
     return response_object(
@@ -527,5 +524,5 @@ def create_response() -> Response:
         events = response_events(blocks, request, response_id, created_at, name, estimate, state.redactor)
         headers = served_headers(answer, stream=True, ignored_tools=request.ignored_tools)
         return Response(events, mimetype="text/event-stream", headers=headers)
-    body = response_from(request, answer_from_completion(answer.body), response_id, created_at, estimate)
+    body = response_from(request, Answer.from_completion(answer.body), response_id, created_at, estimate)
     return json_response(body, headers=served_headers(answer, ignored_tools=request.ignored_tools))

@@ -1,6 +1,7 @@
 """Cloudflare Workers AI, native: `{url}/{upstream_model}` where `url` is the account's `…/ai/run` or an
 AI Gateway's `…/workers-ai` (gateway headers such as `cf-aig-authorization` come from the model's
-`headers`). An account's `…/ai/v1/chat/completions` URL takes the OpenAI path instead.
+`headers`), or `url` itself when it already names a model (`run_url`, the one rule for every kind).
+An account's `…/ai/v1/chat/completions` URL takes the OpenAI path instead.
 
 Answers come in the v4 envelope (`result`, `success`, `errors`). Older models answer text in
 `result.response` and `result.tool_calls` as `{name, arguments: {…}}`; newer ones an OpenAI-shaped
@@ -105,7 +106,7 @@ def parse_completion(data: Any, model_name: str) -> dict[str, Any]:
     output.add_text(text)
     for call in result.get("tool_calls") or ():
         output.add_tool_call(_tool_call(call))
-    output.finish_reason = "tool_calls" if output.tool_calls else "stop"
+    output.finish_reason = "tool_calls" if output.calls else "stop"
     answer.usage = _usage(result.get("usage"))
     return answer.body()
 
@@ -217,11 +218,11 @@ def parse_error(
 
 
 class Cloudflare(HttpProvider):
-    """A Workers AI model, called at `{model.url}/{model.upstream_model}`."""
+    """A Workers AI model, called at its `run_url`."""
 
     def __init__(self, model: ModelConfig, sessions: SessionPool, http: HttpConfig) -> None:
         super().__init__(model, sessions, http)
-        self._url = f"{model.url.rstrip('/')}/{model.upstream_model.lstrip('/')}"
+        self._url = run_url(model)
         self._headers, self._stream_headers = bearer_headers(model)
 
     def build_request(self, body: dict[str, Any], stream: bool) -> UpstreamRequest:

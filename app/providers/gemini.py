@@ -327,7 +327,7 @@ def from_gemini_response(data: Any, model_name: str) -> dict[str, Any]:
     for i, candidate in enumerate(candidates):
         output = answer.choice(candidate.get("index", i))
         _read_parts(candidate, output)
-        output.finish_reason = _finish_reason(candidate.get("finishReason"), bool(output.tool_calls))
+        output.finish_reason = _finish_reason(candidate.get("finishReason"), bool(output.calls))
     answer.usage = _usage(data.get("usageMetadata"))
     return answer.body()
 
@@ -417,15 +417,14 @@ def gemini_stream_to_chunks(events: Iterable[SSEEvent], model_name: str) -> Iter
             _read_parts(candidate, output)
             delta: dict[str, Any] = {}
             if output.text:
-                delta["content"] = "".join(output.text)
+                delta["content"] = output.text
             if output.reasoning:
-                delta["reasoning_content"] = "".join(output.reasoning)
-            if output.tool_calls:
+                delta["reasoning_content"] = output.reasoning
+            calls = output.tool_calls
+            if calls:
                 first = call_counts.get(index, 0)
-                delta["tool_calls"] = [
-                    {"index": first + k, **call} for k, call in enumerate(output.tool_calls)
-                ]
-                call_counts[index] = first + len(output.tool_calls)
+                delta["tool_calls"] = [{"index": first + k, **call} for k, call in enumerate(calls)]
+                call_counts[index] = first + len(calls)
             reason = _finish_reason(candidate.get("finishReason"), index in call_counts)
             if delta or reason:
                 yield writer.delta(delta, reason, index)

@@ -1,9 +1,11 @@
 """OpenAI's Chat Completions shape, in one place: what every adapter reads from a request and writes back.
 
 - request side: `max_tokens` (one rule), `renamed_params`, `content_text`, `function_tools`, `json_format`;
-- answers: `Answer` accumulates one upstream answer (text, reasoning, tool calls per choice, usage) and
-  renders the `chat.completion`; `ChunkWriter` writes the `chat.completion.chunk`s of a stream with any
-  number of choices; `tool_call` is the one tool-call normaliser, `usage` the one usage builder;
+- answers: `Answer`, the one accumulator of an answer (per choice its reasoning, text and tool-call
+  `Block`s in order, the finish reason; the usage): adapters fill it from an upstream's answer and render
+  the `chat.completion`, the front APIs gather it back from a `chat.completion` or its chunks;
+  `ChunkWriter` writes the `chat.completion.chunk`s of a stream with any number of choices;
+  `tool_call` is the one tool-call normaliser, `usage` the one usage builder;
   `check_completion` / `check_chunk` validate an OpenAI-shaped answer we pass through as it is;
 - errors: `error_for_status` (an upstream HTTP status -> our error, with the key's cooldown class that
   the status alone says; adapters pass a finer one), `openai_error_message` (the error envelope),
@@ -184,43 +186,154 @@ def usage(
     return out
 
 
-class Output:
-    """One choice of an answer as it is gathered: text, reasoning, tool calls and finish reason."""
+REASONING, TEXT, TOOL_CALL = "reasoning", "text", "tool_call"
+TOOL_CALL_FIELDS = ("index", "id", "type", "function")  # what a Block reads of a call; the rest is `extra`
 
-    __slots__ = ("finish_reason", "reasoning", "text", "tool_calls")
+
+class Block:
+    """One piece of an answer's content, in the order it came: reasoning, text or a tool call."""
+
+    __slots__ = ("call_id", "extra", "kind", "name", "parts")
+
+    def __init__(
+        self, kind: str, call_id: str = "", name: str = "", extra: dict[str, Any] | None = None
+    ) -> None:
+        self.kind = kind  # REASONING, TEXT or TOOL_CALL
+        self.call_id = call_id
+        self.name = name
+        self.extra = extra  # a tool call's other fields, e.g. Gemini's `extra_content`
+        self.parts: list[str] = []  # joined when read: a long stream is not copied at every piece
+
+    @property
+    def text(self) -> str:
+        """The text, the reasoning, or a tool call's arguments (JSON text)."""
+        parts = self.parts
+        if len(parts) > 1:
+            parts[:] = ["".join(parts)]
+        return parts[0] if parts else ""
+
+    def tool_call(self) -> dict[str, Any]:
+        call = {
+            "id": self.call_id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.text},
+        }
+        if self.extra:
+            call.update(self.extra)
+        return call
+
+
+Piece = tuple[Block, str]  # what one add_* call gathered: the block it went into, and the new text
+
+
+class Output:
+    """One choice of an answer as it is gathered: its blocks in order (text after text, or reasoning
+    after reasoning, joins the same block) and its finish reason."""
+
+    __slots__ = ("blocks", "calls", "finish_reason")
 
     def __init__(self) -> None:
-        self.text: list[str] = []
-        self.reasoning: list[str] = []
-        self.tool_calls: list[dict[str, Any]] = []
+        self.blocks: list[Block] = []
+        self.calls: dict[int, Block] = {}  # the tool calls by their index (a stream sends them in pieces)
         self.finish_reason: str | None = None
 
-    def add_text(self, text: Any) -> None:
-        if optional_text(text, "content"):
-            self.text.append(text)
+    @property
+    def text(self) -> str:
+        return self._joined(TEXT)
 
-    def add_reasoning(self, text: Any) -> None:
-        if optional_text(text, "reasoning"):
-            self.reasoning.append(text)
+    @property
+    def reasoning(self) -> str:
+        return self._joined(REASONING)
 
-    def add_tool_call(self, call: dict[str, Any]) -> None:
-        self.tool_calls.append(call)
+    @property
+    def tool_calls(self) -> list[dict[str, Any]]:
+        return [block.tool_call() for block in self.calls.values()]
+
+    def _joined(self, kind: str) -> str:
+        return "".join(block.text for block in self.blocks if block.kind == kind)
+
+    def add_text(self, text: Any) -> Piece | None:
+        return self._add(TEXT, optional_text(text, "content"))
+
+    def add_reasoning(self, text: Any) -> Piece | None:
+        return self._add(REASONING, optional_text(text, "reasoning"))
+
+    def _add(self, kind: str, text: str) -> Piece | None:
+        if not text:
+            return None
+        block = self.blocks[-1] if self.blocks else None
+        if block is None or block.kind != kind:
+            block = Block(kind)
+            self.blocks.append(block)
+        block.parts.append(text)
+        return block, text
+
+    def add_tool_call(self, call: Mapping[str, Any]) -> Piece | None:
+        """A whole OpenAI tool call (`tool_call()` makes one), or a streamed piece of one: pieces with
+        the same `index` are one call, whose id and name come with its first piece."""
+        index = expect(call.get("index", len(self.calls)), int, "tool call index")
+        function = expect(call.get("function") or {}, dict, "tool call function")
+        arguments = optional_text(function.get("arguments"), "tool call arguments")
+        block = self.calls.get(index)
+        if block is None:
+            call_id = call.get("id")
+            block = self.calls[index] = Block(
+                TOOL_CALL,
+                call_id=expect(call_id, str, "tool call id") if call_id else new_id("call_"),
+                name=optional_text(function.get("name"), "tool call name"),
+                extra={k: v for k, v in call.items() if k not in TOOL_CALL_FIELDS} or None,
+            )
+            self.blocks.append(block)
+        elif not arguments:
+            return None
+        if arguments:
+            block.parts.append(arguments)
+        return block, arguments
+
+    def add_delta(self, delta: Mapping[str, Any]) -> list[Piece]:
+        """A `message` or a streamed `delta`: its reasoning (ours, else OpenRouter's `reasoning`),
+        text and tool calls, in that order."""
+        if not isinstance(delta, dict):
+            raise MalformedAnswer("message has the wrong type")
+        pieces = []
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+        if reasoning and (piece := self.add_reasoning(reasoning)):
+            pieces.append(piece)
+        content = delta.get("content")
+        if content and (piece := self.add_text(content)):
+            pieces.append(piece)
+        for call in delta.get("tool_calls") or ():
+            if piece := self.add_tool_call(call):
+                pieces.append(piece)
+        return pieces
 
     def message(self) -> dict[str, Any]:
         """The `message`: content is null only beside tool calls with no text."""
+        text: list[str] = []
+        reasoning: list[str] = []
+        tool_calls: list[dict[str, Any]] = []
+        for block in self.blocks:
+            if block.kind == TEXT:
+                text.append(block.text)
+            elif block.kind == REASONING:
+                reasoning.append(block.text)
+            else:
+                tool_calls.append(block.tool_call())
         message: dict[str, Any] = {
             "role": "assistant",
-            "content": "".join(self.text) if self.text or not self.tool_calls else None,
+            "content": "".join(text) if text or not tool_calls else None,
         }
-        if self.reasoning:
-            message["reasoning_content"] = "".join(self.reasoning)
-        if self.tool_calls:
-            message["tool_calls"] = self.tool_calls
+        if reasoning:
+            message["reasoning_content"] = "".join(reasoning)
+        if tool_calls:
+            message["tool_calls"] = tool_calls
         return message
 
 
 class Answer:
-    """Accumulates one upstream answer, then renders it as an OpenAI `chat.completion`."""
+    """The one accumulator of an answer: built by the provider adapters from an upstream's answer and
+    rendered as an OpenAI `chat.completion`; gathered back from a `chat.completion` or its chunks by the
+    front APIs that render it in their own words."""
 
     __slots__ = ("choices", "created", "id", "model", "usage")
 
@@ -230,6 +343,32 @@ class Answer:
         self.created = created or int(time.time())
         self.choices: dict[int, Output] = {}
         self.usage: dict[str, Any] | None = None
+
+    @classmethod
+    def from_completion(cls, body: Mapping[str, Any]) -> Answer:
+        """A checked `chat.completion` (an adapter's, or an upstream's passed through) gathered back."""
+        answer = cls(body.get("id"), body.get("model") or "", body.get("created"))
+        for position, choice in enumerate(body.get("choices") or ()):
+            output = answer.choice(choice.get("index", position))
+            output.add_delta(choice.get("message") or {})
+            output.finish_reason = choice.get("finish_reason")
+        answer.usage = body.get("usage")
+        return answer
+
+    def add_chunk(self, chunk: Mapping[str, Any]) -> list[tuple[int, Block, str]]:
+        """A checked `chat.completion.chunk` gathered in; returns each piece with its choice's index."""
+        if chunk.get("model"):
+            self.model = chunk["model"]
+        if isinstance(chunk.get("usage"), dict):
+            self.usage = chunk["usage"]
+        pieces = []
+        for position, choice in enumerate(chunk.get("choices") or ()):
+            index = choice.get("index", position)
+            output = self.choices.get(index) or self.choice(index)
+            pieces += [(index, block, text) for block, text in output.add_delta(choice.get("delta") or {})]
+            if choice.get("finish_reason"):
+                output.finish_reason = choice["finish_reason"]
+        return pieces
 
     def choice(self, index: Any = 0) -> Output:
         index = expect(index, int, "choice index")

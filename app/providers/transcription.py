@@ -10,7 +10,9 @@
 
 The upload is never read into memory for the multipart and raw shapes: `Upload` streams the file
 (Werkzeug has spooled it to disk when large) from its start on every call, so a retry or a fallback
-sends it again, with a Content-Length.
+sends it again, with a Content-Length. It goes through the shared transport (app.http), like every
+other call: the whole call within `http.read_timeout`, the answer within `http.max_response_bytes`,
+transport failures mapped in the one place.
 """
 
 from __future__ import annotations
@@ -22,16 +24,14 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 import orjson
-import requests
 
 from app.config import HttpConfig, ModelConfig
-from app.errors import InvalidRequest, UpstreamError, UpstreamTimeout
+from app.errors import InvalidRequest
 from app.http import SessionPool
 from app.providers import cloudflare, transcribes_openai
 from app.providers.base import MAX_ERROR_BODY, ChunkStream, Completion, Provider, Transcript
 from app.providers.shape import (
     TRANSLATION_ERRORS,
-    MalformedAnswer,
     error_for_status,
     expect,
     malformed,
@@ -42,7 +42,6 @@ READ_SIZE = 64 * 1024
 FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
 FORM_FIELDS = ("language", "prompt", "response_format", "temperature")
 TURBO = "whisper-large-v3-turbo"
-MAX_ANSWER_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -186,13 +185,12 @@ class TranscriptionProvider(Provider):
 
     def __init__(self, model: ModelConfig, sessions: SessionPool, http: HttpConfig) -> None:
         super().__init__(model, sessions, http)
-        self.session: requests.Session = sessions.get(model.provider)
+        self.transport = sessions.transport(model.provider)
         self.openai = transcribes_openai(model.provider, model.url)
         self.url = model.url if self.openai else cloudflare.run_url(model)
         self._auth = {**model.headers}
         if model.token:
             self._auth["Authorization"] = f"Bearer {model.token}"
-        self._timeout = (http.connect_timeout, http.read_timeout)
 
     def complete(self, body: dict[str, Any]) -> Completion:
         raise InvalidRequest(f"Model {self.model.name} is a transcription model, not chat", param="model")
@@ -240,24 +238,17 @@ class TranscriptionProvider(Provider):
             raise malformed(self.model.name, cause=exc) from None
         return Transcript(rendered, content_type, headers)
 
-    def _post(self, data: Any, headers: Mapping[str, str]) -> tuple[bytes, Mapping[str, str], str]:
+    def _post(
+        self, data: bytes | StreamedBody, headers: Mapping[str, str]
+    ) -> tuple[bytes, Mapping[str, str], str]:
         """POST `data` (bytes, or a StreamedBody sent as it is read); (body, headers, content type)."""
         name = self.model.name
-        try:
-            response = self.session.post(
-                self.url, data=data, headers={**self._auth, **headers}, timeout=self._timeout, stream=True
-            )
-        except requests.Timeout:
-            raise UpstreamTimeout(f"Upstream for model {name} timed out") from None
-        except requests.RequestException:
-            raise UpstreamError(f"Could not reach the upstream of model {name}") from None
-        with response:
-            content = response.raw.read(MAX_ANSWER_BYTES + 1, decode_content=True) or b""
-            if response.status_code >= 400:
-                status, head = response.status_code, content[:MAX_ERROR_BODY]
-                if self.openai:
-                    raise error_for_status(status, openai_error_message(head), name, response.headers)
-                raise cloudflare.parse_error(status, head, response.headers, name)
-            if len(content) > MAX_ANSWER_BYTES:
-                raise malformed(name, cause=MalformedAnswer("answer too large"))
-            return content, response.headers, response.headers.get("Content-Type", "")
+        response = self.transport.post(
+            self.url, data=data, headers={**self._auth, **headers}, stream=False, model_name=name
+        )
+        if response.status_code >= 400:
+            status, head = response.status_code, response.error_body(MAX_ERROR_BODY)
+            if self.openai:
+                raise error_for_status(status, openai_error_message(head), name, response.headers)
+            raise cloudflare.parse_error(status, head, response.headers, name)
+        return response.read(), response.headers, response.headers.get("Content-Type", "")

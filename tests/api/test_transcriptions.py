@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -14,6 +15,7 @@ import pytest
 from app.providers.transcription import StreamedBody, Upload, render
 from tests.api.conftest import CLIENT_KEY, Proxy
 from tests.fakes import cloudflare as cf_fake
+from tests.fakes.hostile import HostileServer
 from tests.fakes.transcription import (
     WHISPER,
     WHISPER_TURBO,
@@ -235,3 +237,42 @@ def test_unreachable_upstream_is_502(
     assert answer.status_code == 502
     assert "groq/whisper" in answer.get_json()["error"]["message"]
     assert "127.0.0.1" not in answer.get_json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "status", "bound"),
+    [
+        ("slow-headers", 504, "http.read_timeout (2 s)"),
+        ("slow-body", 504, "http.read_timeout (2 s)"),
+        ("huge", 502, "http.max_response_bytes (1048576 bytes)"),
+    ],
+)
+def test_a_hostile_upstream_meets_the_transport_bounds(
+    proxy: Callable[..., Proxy],
+    groq: FakeOpenAITranscription,
+    cloudflare: FakeCloudflareWhisper,
+    mode: str,
+    status: int,
+    bound: str,
+) -> None:
+    """A byte a second never trips a socket timeout: the whole answer's deadline must end the call;
+    and an endless answer stops at the cap."""
+    raw = config(groq, cloudflare)
+    raw["http"] = {"read_timeout": 2, "max_response_bytes": 1024 * 1024}
+    with ThreadPoolExecutor(1) as pool, HostileServer() as hostile:  # the server stops first
+        raw["models"][0]["url"] = f"{hostile.url}/{mode}/openai/v1/audio/transcriptions"
+        app = proxy(raw)
+        data = {"model": "groq/whisper", "file": (io.BytesIO(AUDIO), "a.wav")}
+        call = pool.submit(
+            app.client.post,
+            "/v1/audio/transcriptions",
+            data=data,
+            headers=app.auth,
+            content_type="multipart/form-data",
+        )
+        answer = call.result(timeout=30)  # the trickle itself would go on for hours
+    assert answer.status_code == status
+    message = answer.get_json()["error"]["message"]
+    assert "groq/whisper" in message and bound in message
+    assert "127.0.0.1" not in message and UPSTREAM_KEY not in message
+    assert hostile.requests == {mode: 1}

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from app.api import anthropic
-from app.api.blocks import answer_from_completion, fold_stream
+from app.api.blocks import fold_stream
 from app.errors import (
     AuthenticationFailed,
     InvalidRequest,
@@ -18,6 +18,7 @@ from app.errors import (
     UpstreamTimeout,
 )
 from app.events import HEARTBEAT, StreamFailed
+from app.providers.shape import Answer
 from app.redact import Redactor
 from tests.fakes.openai import chat_completion, tool_call
 from tests.fronts.chunks import reasoning_chunk, sse_events, upstream_chunks
@@ -219,7 +220,7 @@ def test_count_tokens_estimate_grows_with_the_request():
 # --- answer --------------------------------------------------------------------------------------
 def test_text_answer():
     completion = chat_completion("groq/llama", "Hello there", prompt_tokens=12, completion_tokens=3)
-    message = anthropic.message_from(answer_from_completion(completion), "msg_1")
+    message = anthropic.message_from(Answer.from_completion(completion), "msg_1")
     assert message == {
         "id": "msg_1",
         "type": "message",
@@ -242,7 +243,7 @@ def test_tool_use_and_thinking_answer():
         "m", tool_calls=[tool_call("get_weather", {"city": "Paris"}, id="call_9")], finish_reason="tool_calls"
     )
     completion["choices"][0]["message"]["reasoning_content"] = "Need the weather."
-    message = anthropic.message_from(answer_from_completion(completion), "msg_1")
+    message = anthropic.message_from(Answer.from_completion(completion), "msg_1")
     assert message["content"] == [
         {"type": "thinking", "thinking": "Need the weather.", "signature": ""},
         {"type": "tool_use", "id": "call_9", "name": "get_weather", "input": {"city": "Paris"}},
@@ -261,7 +262,7 @@ def test_stop_reasons(finish, reason):
 def test_missing_usage_is_estimated():
     completion = chat_completion("m", "x" * 40)
     del completion["usage"]
-    usage = anthropic.message_from(answer_from_completion(completion), "msg_1", input_estimate=7)["usage"]
+    usage = anthropic.message_from(Answer.from_completion(completion), "msg_1", input_estimate=7)["usage"]
     assert (usage["input_tokens"], usage["output_tokens"]) == (7, 10)
 
 

@@ -7,9 +7,10 @@ from typing import Any
 import pytest
 
 from app.api import responses
-from app.api.blocks import answer_from_completion, fold_stream
+from app.api.blocks import fold_stream
 from app.errors import InvalidRequest, UpstreamError
 from app.events import HEARTBEAT, StreamFailed
+from app.providers.shape import Answer
 from app.redact import Redactor
 from tests.fakes.openai import chat_completion, tool_call
 from tests.fronts.chunks import reasoning_chunk, sse_events, upstream_chunks
@@ -181,7 +182,7 @@ def test_text_answer():
     translated = responses.to_chat(request(instructions="Be brief.", max_output_tokens=50))
     completion = chat_completion("groq/llama", "Hello there", prompt_tokens=12, completion_tokens=3)
     completion["choices"][0]["message"]["reasoning_content"] = "Greeting."
-    body = responses.response_from(translated, answer_from_completion(completion), "resp_1", 1700000000)
+    body = responses.response_from(translated, Answer.from_completion(completion), "resp_1", 1700000000)
     assert body["id"] == "resp_1" and body["object"] == "response" and body["status"] == "completed"
     assert body["model"] == "groq/llama" and body["created_at"] == 1700000000
     reasoning, message = body["output"]
@@ -216,7 +217,7 @@ def test_function_and_custom_tool_calls_answer():
         tool_call("apply_patch", {"input": "*** Begin Patch"}, id="call_2"),
     ]
     body = responses.response_from(
-        translated, answer_from_completion(chat_completion("m", tool_calls=calls)), "r", 1
+        translated, Answer.from_completion(chat_completion("m", tool_calls=calls)), "r", 1
     )
     function, custom = body["output"]
     assert function == {
@@ -235,7 +236,7 @@ def test_function_and_custom_tool_calls_answer():
 
 def test_length_is_incomplete():
     completion = chat_completion("m", "cut", finish_reason="length")
-    body = responses.response_from(responses.to_chat(request()), answer_from_completion(completion), "r", 1)
+    body = responses.response_from(responses.to_chat(request()), Answer.from_completion(completion), "r", 1)
     assert body["status"] == "incomplete"
     assert body["incomplete_details"] == {"reason": "max_output_tokens"}
 

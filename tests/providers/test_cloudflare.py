@@ -140,6 +140,8 @@ def test_payload_response_format(response_format: dict[str, Any], expected: dict
             "https://gateway.ai.cloudflare.com/v1/acc/default/workers-ai",
             "https://gateway.ai.cloudflare.com/v1/acc/default/workers-ai/@cf/meta/llama-3.1-8b-instruct",
         ),
+        # a URL that already names the model is called as it is (the rule images and embeddings use)
+        (RUN_URL + "/@cf/meta/llama-3.1-8b-instruct", RUN_URL + "/@cf/meta/llama-3.1-8b-instruct"),
     ],
 )
 def test_request_url_and_headers(url: str, called: str) -> None:

@@ -71,6 +71,14 @@ def test_complete(cloudflare: FakeCloudflare) -> None:
     assert request.json == {**HELLO, "stream": False}
 
 
+def test_url_that_already_names_the_model(cloudflare: FakeCloudflare) -> None:
+    provider = adapter(f"{cloudflare.run_url}/{fake.MODEL}")
+    assert provider.complete(HELLO).body["choices"][0]["message"]["content"]
+    cloudflare.push_stream(["Hi"])
+    assert text_of(drain(provider.stream(HELLO))) == "Hi"
+    assert [(r.route, r.params["model"]) for r in cloudflare.requests] == [("run", fake.MODEL)] * 2
+
+
 def test_tool_call_answer(cloudflare: FakeCloudflare) -> None:
     cloudflare.push_answer(fake.tool_answer())
     choice = adapter(cloudflare.run_url).complete(HELLO).body["choices"][0]

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from app import cli
 from app.clients import Clients
 from app.config import ConfigError, parse_config
 from app.services import config_secrets
@@ -81,3 +84,47 @@ def test_bad_clients_are_one_line_errors_without_the_key(clients: Any, message: 
 def test_the_admin_key_of_an_environment_clashes_with_a_client_key() -> None:
     with pytest.raises(ConfigError, match="client 'alice': field 'key'"):
         parse([{"name": "alice", "key": "k1"}], AI_PROXY_API_KEYS="k1")
+
+
+CHECKED = {
+    "models": [{"name": "m1", "provider": "openai", "url": "http://127.0.0.1:9/v1/chat/completions"}],
+    "clients": [
+        {
+            "name": "alice",
+            "key": "${ALICE_KEY}",
+            "models": ["SMALL", "gemini/*"],
+            "requests_per_minute": 10,
+            "requests_per_day": 200,
+            "tokens_per_day": 100000,
+        },
+        {"name": "carol", "key_sha256": DIGEST, "admin": True},
+    ],
+}
+
+
+def test_check_config_lists_the_clients_and_their_limits_never_a_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(CHECKED))
+    monkeypatch.setenv("ALICE_KEY", "alice-secret-key")
+    monkeypatch.setenv("AI_PROXY_API_KEYS", "admin-secret-key")
+    assert cli.main(["check-config", str(path)]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.strip()}
+    assert rows["CLIENT"] == ["CLIENT", "MODELS", "RPM/RPH/RPD", "TPM/TPD", "ADMIN", "KEY"]
+    assert rows["admin#1"] == ["admin#1", "all", "-/-/-", "-/-", "yes", "key"]
+    assert rows["alice"] == ["alice", "SMALL,gemini/*", "10/-/200", "-/100000", "no", "key"]
+    assert rows["carol"] == ["carol", "all", "-/-/-", "-/-", "yes", "key_sha256"]
+    for secret in ("alice-secret-key", "admin-secret-key", DIGEST):
+        assert secret not in out
+
+
+def test_check_config_says_when_no_client_key_is_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("models: []\n")
+    monkeypatch.delenv("AI_PROXY_API_KEYS", raising=False)
+    assert cli.main(["check-config", str(path)]) == 0
+    assert "clients: none; the API is open to anyone" in capsys.readouterr().out
