@@ -17,7 +17,8 @@ def test_capacity_config_is_valid_and_limits_the_model_and_the_client() -> None:
 
 
 def test_event_lines_strip_headers_and_chunk_framing_and_keep_the_partial_rest() -> None:
-    raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nd\r\n: keep-alive\n\n\r\n1f\r\ndata: {}\n\ndata: [DO"
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    raw = head + b"d\r\n: keep-alive\n\n\r\n1f\r\ndata: {}\n\ndata: [DO"
     events, rest = swarm.event_lines(raw)
     assert events == [b": keep-alive", b"data: {}"]
     assert rest == b"data: [DO"
