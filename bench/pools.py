@@ -5,10 +5,14 @@
 Each round reserves (router.acquire) and settles (router.succeeded) one request for a concrete
 model of the pool, then one for the whole group, interleaved so that both see the same machine;
 the figure is the difference of the medians. With --redis it also counts the round trips each group
-request makes (MONITOR, counting only commands from clients, not those a script runs inside Redis).
+request makes (MONITOR, counting only commands from clients, not those a script runs inside Redis)
+and the time Redis spends on each reservation (INFO commandstats: EVALSHA's usec per call over the
+run; shown only when no other client ran a script meanwhile, so use a server of your own).
 The limits are high enough that no slot runs out during the run, so every reservation takes the
-first slot it tries in least-recently-used
-ordering: the cost measured is the ranking and the atomic step, not a search for quota.
+first slot it tries in least-recently-used ordering: the cost measured is the ranking and the atomic
+step, not a search for quota. Then a quarter of the slots rest (an upstream 429 with an hour's
+Retry-After, as keys spent for the day would) and the group is timed again once they are the least
+recently used: each reservation would find them first.
 """
 
 from __future__ import annotations
@@ -22,9 +26,11 @@ from typing import Any
 import redis
 
 from app.config import parse_config
+from app.errors import RateLimited
 from app.routing import Router, create_storage
 
 MODELS, KEYS = 20, 50
+RESTING = MODELS * KEYS // 4
 NAMESPACE = "ai-proxy-bench-pools"
 
 
@@ -47,7 +53,8 @@ def pool_config(storage: str) -> Any:
 def round_trips(url: str, router: Router, candidates: list[Any], requests: int) -> float:
     """Commands clients sent to Redis per request (reserve + settle), seen by MONITOR; the commands a
     script runs inside Redis are listed with the client `lua` and are not round trips."""
-    client = redis.Redis.from_url(url)
+    client, stopper = redis.Redis.from_url(url), redis.Redis.from_url(url)
+    stopper.ping()  # its connection's handshake (HELLO) before MONITOR starts: it is not the proxy's
     sent: list[str] = []
     with client.monitor() as monitor:
         ready = threading.Event()
@@ -66,10 +73,45 @@ def round_trips(url: str, router: Router, candidates: list[Any], requests: int) 
         time.sleep(0.2)
         for _ in range(requests):
             router.succeeded(router.acquire(candidates, length=10, tokens=0), {}, None)
-        client.echo("ai-proxy-bench-stop")
+        stopper.echo("ai-proxy-bench-stop")
         watcher.join(10)
     client.close()
+    stopper.close()
     return len(sent) / requests
+
+
+def redis_time(url: str, router: Router, candidates: list[Any], requests: int) -> float:
+    """Microseconds Redis spends per reservation (each is one EVALSHA; succeeded() with no usage
+    and no headers sends nothing), from INFO commandstats before and after; NaN when the server ran
+    other scripts meanwhile."""
+    client = redis.Redis.from_url(url)
+
+    def evalsha() -> tuple[int, int]:
+        stats = client.info("commandstats").get("cmdstat_evalsha", {})
+        return stats.get("calls", 0), stats.get("usec", 0)
+
+    calls, usec = evalsha()
+    for _ in range(requests):
+        router.succeeded(router.acquire(candidates, length=10, tokens=0), {}, None)
+    after_calls, after_usec = evalsha()
+    client.close()
+    return (after_usec - usec) / requests if after_calls - calls == requests else float("nan")
+
+
+def timed(router: Router, candidates: list[Any]) -> float:
+    """Milliseconds for one reservation and its settlement."""
+    started = time.perf_counter()
+    router.succeeded(router.acquire(candidates, length=10, tokens=0), {}, None)
+    return (time.perf_counter() - started) * 1000.0
+
+
+def rest_a_quarter(router: Router, group: list[Any]) -> None:
+    """Rest RESTING slots for an hour, then use every other slot once: the resting ones are then
+    the least recently used, the first a reservation finds."""
+    for _ in range(RESTING):
+        router.failed(router.acquire(group, length=10, tokens=0), RateLimited("429", retry_after=3600))
+    for _ in range(MODELS * KEYS - RESTING):
+        router.succeeded(router.acquire(group, length=10, tokens=0), {}, None)
 
 
 def measure(storage_url: str, rounds: int) -> dict[str, float]:
@@ -84,16 +126,25 @@ def measure(storage_url: str, rounds: int) -> dict[str, float]:
             router.succeeded(router.acquire(candidates, length=10, tokens=0), {}, None)
     for _ in range(rounds):
         for name, candidates in (("concrete", concrete), ("group", group)):
-            started = time.perf_counter()
-            reservation = router.acquire(candidates, length=10, tokens=0)
-            router.succeeded(reservation, {}, None)
-            timings[name].append((time.perf_counter() - started) * 1000.0)
+            timings[name].append(timed(router, candidates))
     result = {f"{name} p50 (ms)": median(values) for name, values in timings.items()}
     result["group - concrete (ms)"] = result["group p50 (ms)"] - result["concrete p50 (ms)"]
-    if storage_url != "memory":
+    result["group / concrete"] = result["group p50 (ms)"] / result["concrete p50 (ms)"]
+    redis_url = storage_url if storage_url != "memory" else ""
+    if redis_url:
         result["redis round trips per group request (reserve + settle)"] = round_trips(
-            storage_url, router, group, 100
+            redis_url, router, group, 100
         )
+        for name, candidates in (("concrete", concrete), ("group", group)):
+            figure = redis_time(redis_url, router, candidates, 1000)
+            result[f"redis time per {name} reservation (us)"] = figure
+    rest_a_quarter(router, group)
+    resting = f"group, {RESTING} slots resting"
+    result[f"{resting}, p50 (ms)"] = median(
+        timed(router, group) for _ in range(min(rounds, MODELS * KEYS - RESTING))
+    )
+    if redis_url:
+        result[f"redis time per reservation, {resting} (us)"] = redis_time(redis_url, router, group, 200)
     return result
 
 

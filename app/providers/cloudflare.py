@@ -34,11 +34,12 @@ from app.providers.shape import (
     json_format,
     openai_error_message,
     renamed_params,
+    retry_after_seconds,
     seconds_until_midnight,
     tool_call,
     usage,
 )
-from app.routing.cooldown import DAILY, Cooldown
+from app.routing.cooldown import DAILY, RATE, Cooldown
 from app.sse import SSEEvent
 
 DAILY_LIMIT_CODES = frozenset({3036, 4006})  # the free 10,000 neurons a day are used up (reset 00:00 UTC)
@@ -202,8 +203,10 @@ def envelope_error(
         reset = seconds_until_midnight(UTC, now)
         daily = Cooldown(DAILY, reset, f"upstream code {code}: the day's free neurons are used up")
         return error_for_status(429, message, model_name, retry_after=reset, cooldown=daily)
-    if code == CAPACITY_CODE:
-        status = 429
+    if code == CAPACITY_CODE:  # whatever the status: Cloudflare is busy, the key is fine
+        wait = retry_after_seconds(headers, now)
+        busy = Cooldown(RATE, wait, f"upstream code {code}: capacity temporarily exceeded")
+        return error_for_status(429, message, model_name, retry_after=wait, cooldown=busy)
     return error_for_status(status, message, model_name, headers)
 
 

@@ -33,6 +33,9 @@ from app.sse import SSEEvent
 
 # Groq's and OpenAI's 429 wording for a per-day window: "... on requests per day (RPD): Limit ..."
 PER_DAY = re.compile(r"per day \((?:RPD|TPD)\)", re.IGNORECASE)
+# OpenRouter's message when the provider it routed to failed; with 429 that provider is rate limited
+# (its own words in `metadata.raw`), which says nothing about this key's day or validity.
+PROVIDER_ERROR = "Provider returned error"
 
 
 def build_payload(body: dict[str, Any], upstream_model: str, stream: bool) -> dict[str, Any]:
@@ -125,12 +128,21 @@ def key_cooldown(
         if "free-models-per-min" in message:
             return Cooldown(RATE, reset, "upstream 429: free-models-per-min spent")
         retry_after = retry_after_seconds(headers, now)
+        if message == PROVIDER_ERROR:
+            return Cooldown(RATE, retry_after, _provider_rate_reason(error))
         if PER_DAY.search(message):
             return Cooldown(DAILY, retry_after, "upstream 429: a per-day limit is spent")
         return Cooldown(RATE, retry_after if retry_after is not None else reset, "upstream 429: rate limited")
     if status in (403, 404) and code == "model_not_found":
         return Cooldown(UNAVAILABLE, None, f"upstream {status}: this key has no access to the model")
     return status_cooldown(status)
+
+
+def _provider_rate_reason(error: dict[str, Any]) -> str:
+    metadata = error.get("metadata")
+    provider = metadata.get("provider_name") if isinstance(metadata, dict) else None
+    behind = f" ({provider[:60]})" if isinstance(provider, str) and provider else ""
+    return f"upstream 429: the provider behind OpenRouter{behind} is rate limited"
 
 
 def compatible_error(

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import bisect
+import heapq
+import itertools
 import threading
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Sequence
 from datetime import date, timedelta
 
 from pybreaker import STATE_CLOSED, CircuitBreakerStorage, CircuitMemoryStorage
@@ -24,6 +27,7 @@ from app.routing.storage import (
     TRIED,
     ClientPlan,
     Pick,
+    Pool,
     Refusal,
     Rest,
     SlotPlan,
@@ -78,11 +82,50 @@ class _Key:
         self.trial_until = 0
 
 
+class _Index:
+    """One model's slots by last use: `order` holds their positions in the pool, sorted by (last
+    use, position), the order in which reserve() looks at them. Only a reservation changes a last
+    use, to the latest time the storage has seen, so it moves one position to the end.
+
+    A slot found resting on its own is parked (out of `order`) until its rest ends: such a rest is
+    never shortened, so it could not have served before, and a reservation does not look at it again
+    and again while it stays the least recently used."""
+
+    __slots__ = ("ids", "order", "parked", "records")
+
+    def __init__(self, ids: tuple[str, ...], records: list[_Slot]) -> None:
+        self.ids = ids
+        self.records = records
+        self.order = sorted(range(len(records)), key=lambda position: records[position].last_used)
+        self.parked: list[tuple[int, int]] = []  # a heap of (rest end, position)
+
+    def park(self, position: int, until: int) -> None:
+        self.order.remove(position)
+        heapq.heappush(self.parked, (until, position))
+
+    def unpark(self, now: int) -> None:
+        """Slots whose rest is over go back to their place in `order`."""
+        records = self.records
+        while self.parked and self.parked[0][0] <= now:
+            position = heapq.heappop(self.parked)[1]
+            bisect.insort(self.order, position, key=lambda p: (records[p].last_used, p))
+
+    def used(self, position: int, now: int) -> None:
+        """The slot at `position` was stamped used at `now`, no earlier than any other."""
+        order, records = self.order, self.records
+        order.remove(position)
+        at = len(order)
+        while at and order[at - 1] > position and records[order[at - 1]].last_used == now:
+            at -= 1  # used in the same microsecond: the first in the pool ranks first
+        order.insert(at, position)
+
+
 class MemoryStorage(Storage):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._models: dict[str, _Model] = {}
         self._slots: dict[str, _Slot] = {}
+        self._indexes: dict[str, _Index] = {}  # per model name
         self._keys: dict[str, _Key] = {}
         self._entries: dict[str, Entry] = {}
         self._clients: dict[str, _Slot] = {}  # a client's windows (its rest and last use unused)
@@ -94,8 +137,8 @@ class MemoryStorage(Storage):
 
     def reserve(
         self,
-        slots: Sequence[SlotPlan],
-        tried: Sequence[bool],
+        pools: Sequence[Pool],
+        tried: Collection[int],
         tokens: int,
         now: int,
         rid: str,
@@ -111,30 +154,83 @@ class MemoryStorage(Storage):
                 if blocks:
                     wait, code, detail = max(blocks)
                     return Pick(client_refusal=Refusal(-1, code, wait, detail))
-            # Check in order of preference and stop at the first that can serve: a group of many
-            # slots costs a sort, not a full check of each. Refusals matter only when none can.
-            get = self._slots.get
-            records = [get(plan.id) or self._slot(plan.id) for plan in slots]
-            ranks = [(plan.priority, record.last_used) for plan, record in zip(slots, records, strict=True)]
-            first = ranks.index(min(ranks))
-            refusals = []
-            for index in _preference(first, ranks):
-                plan = slots[index]
-                refusal = self._check(plan, records[index], index, tokens, now)
-                if refusal is None and tried[index]:
-                    refusal = Refusal(index, TRIED, 0, "")
+            # Walk the slots best first, merging the pools' indexes (each its slots by last use),
+            # and stop at the first that can serve: a request looks at a few slots, not all.
+            indexes = [self._index(pool) for pool in pools]
+            offsets = list(itertools.accumulate([len(pool.ids) for pool in pools], initial=0))
+            heads = []  # per pool still walked: (priority, last use, slot number, pool, rank)
+            for n, index in enumerate(indexes):
+                if index.parked and index.parked[0][0] <= now:
+                    index.unpark(now)
+                if index.order:
+                    position = index.order[0]
+                    last_used = index.records[position].last_used
+                    heads.append((pools[n].model.priority, last_used, offsets[n] + position, n, 0))
+            heapq.heapify(heads)
+            refusals: dict[int, Refusal] = {}
+            resting: dict[tuple[int, int], tuple[_Index, int, int]] = {}  # to park after the walk
+            while heads:
+                priority, _, number, n, rank = heads[0]
+                pool, index = pools[n], indexes[n]
+                if self._model_blocks(self._model(pool.model.name), now):
+                    heapq.heappop(heads)  # none of its slots can serve: each is refused below
+                    continue
+                position = number - offsets[n]
+                record = index.records[position]
+                refusal = self._check(pool.slots[position], record, number, tokens, now)
+                if refusal is None and number in tried:
+                    refusal = Refusal(number, TRIED, 0, "")
                 if refusal is None:
                     if account is not None and client is not None:
                         entry = [now, tokens, rid, len(client.spans)]
                         _add(account, client.spans, entry, self._client_entries)
-                    return self._take(plan, index, tokens, now, rid, lease)
-                refusals.append(refusal)
-            refusals.sort(key=lambda refusal: refusal.index)
-            return Pick(refusals=refusals)
+                    _park(resting)
+                    return self._take(pool, index, position, number, tokens, now, rid, lease)
+                refusals[number] = refusal
+                if record.rest.until > now:
+                    resting[id(index), position] = (index, position, record.rest.until)
+                rank += 1
+                if rank == len(index.order):
+                    heapq.heappop(heads)
+                    continue
+                position = index.order[rank]
+                last_used = index.records[position].last_used
+                heapq.heapreplace(heads, (priority, last_used, offsets[n] + position, n, rank))
+            _park(resting)
+            return Pick(refusals=self._refusals(pools, indexes, offsets, refusals, tokens, now))
 
-    def _check(self, plan: SlotPlan, slot: _Slot, index: int, tokens: int, now: int) -> Refusal | None:
-        blocks: list[tuple[int, str, str]] = []  # (wait, code, detail); a breaker block comes first
-        model = self._model(plan.model.name)
+    def _refusals(
+        self,
+        pools: Sequence[Pool],
+        indexes: list[_Index],
+        offsets: list[int],
+        known: dict[int, Refusal],
+        tokens: int,
+        now: int,
+    ) -> list[Refusal]:
+        """Why each slot cannot serve, in order, when none can: those looked at already are
+        `known`; those of a blocked model, and parked ones, were left and are checked now."""
+        refusals = []
+        for n, pool in enumerate(pools):
+            records = indexes[n].records
+            for position, plan in enumerate(pool.slots):
+                number = offsets[n] + position
+                refusal = known.get(number) or self._check(plan, records[position], number, tokens, now)
+                refusals.append(refusal or Refusal(number, TRIED, 0, ""))
+        return refusals
+
+    def _index(self, pool: Pool) -> _Index:
+        """The model's index, built again when the pool given is not the one it was built for."""
+        name = pool.model.name
+        index = self._indexes.get(name)
+        if index is None or (index.ids is not pool.ids and index.ids != pool.ids):
+            index = self._indexes[name] = _Index(pool.ids, [self._slot(id_) for id_ in pool.ids])
+        return index
+
+    @staticmethod
+    def _model_blocks(model: _Model, now: int) -> list[tuple[int, str, str]]:
+        """(wait, code, detail) of what keeps every slot of the model out; a breaker block first."""
+        blocks = []
         if model.breaker_until:
             if model.breaker_until > now:
                 blocks.append((model.breaker_until - now, BREAKER_OPEN, ""))
@@ -142,6 +238,10 @@ class MemoryStorage(Storage):
                 blocks.append((model.trial_until - now, TRIAL_BUSY, ""))
         if model.cool_until > now:
             blocks.append((model.cool_until - now, COOLING, model.cool_reason))
+        return blocks
+
+    def _check(self, plan: SlotPlan, slot: _Slot, index: int, tokens: int, now: int) -> Refusal | None:
+        blocks = self._model_blocks(self._model(plan.model.name), now)  # (wait, code, detail)
         key = self._key(plan.key)
         if key.rest.until > now:
             blocks.append((key.rest.until - now, KEY_REST, f"{key.rest.kind}|{key.rest.reason}"))
@@ -176,16 +276,28 @@ class MemoryStorage(Storage):
                 blocks.append((span.wait(oldest, now, reset), TOKENS_SPENT, span.id))
         return blocks
 
-    def _take(self, plan: SlotPlan, index: int, tokens: int, now: int, rid: str, lease: int) -> Pick:
+    def _take(
+        self,
+        pool: Pool,
+        index: _Index,
+        position: int,
+        number: int,
+        tokens: int,
+        now: int,
+        rid: str,
+        lease: int,
+    ) -> Pick:
+        plan = pool.slots[position]
         model = self._models[plan.model.name]
-        slot = self._slots[plan.id]
-        pick = Pick(index=index, failing=model.failing)
+        slot = index.records[position]
+        pick = Pick(index=number, failing=model.failing)
         if plan.spans:
             windows = _add(slot, plan.spans, [now, tokens, rid, len(plan.spans)], self._entries)
             if plan.model.counts_requests:
                 counts = [len(w.entries) for w in windows]
                 pick.hint = tightest(plan.spans, counts, [w.entries[0][0] for w in windows], now)
         slot.last_used = now
+        index.used(position, now)
         if model.breaker_until:  # eligible with a breaker rest over: the half-open trial
             pick.trial = True
             model.trial_until = now + lease
@@ -325,10 +437,10 @@ class MemoryStorage(Storage):
         return key
 
 
-def _preference(first: int, ranks: list[tuple[int, int]]) -> Iterator[int]:
-    """Indexes by rank, the best first; the rest are sorted only if the best cannot serve."""
-    yield first
-    yield from (i for i in sorted(range(len(ranks)), key=ranks.__getitem__) if i != first)
+def _park(resting: dict[tuple[int, int], tuple[_Index, int, int]]) -> None:
+    """Park the slots a walk found resting on their own (after it: the walk reads `order`)."""
+    for index, position, until in resting.values():
+        index.park(position, until)
 
 
 def _add(slot: _Slot, spans: Sequence[Span], entry: Entry, entries_by_id: dict[str, Entry]) -> list[_Window]:

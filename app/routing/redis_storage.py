@@ -5,9 +5,10 @@ hash tag "{quota}" so every key a script touches lives in one Redis Cluster slot
 Per slot (one key of one model): `log:{slot}` is a sorted set of reservations ("id|tokens" scored
 by time), `win:{slot}` each window's cursor and token sum, `slot:{slot}` its rest. Per model:
 `model:{name}` cooldown, breaker mirror, trial lease, failing flag and last error; `used:{name}`
-each of its slots' last use (one read ranks them all). Per key value: `key:{id}` its rest and trial
-lease. Per client: `clog:{name}` and `cwin:{name}`, its windows as a slot's. Per UTC day:
-`usage:{day}` each client's requests and tokens per model. pybreaker keeps its own
+each of its slots' last use, and `lru:{name}` the same slots indexed by last use (see _RESERVE), so
+that a reservation looks at the least recently used few instead of ranking them all. Per key value:
+`key:{id}` its rest and trial lease. Per client: `clog:{name}` and `cwin:{name}`, its windows as a
+slot's. Per UTC day: `usage:{day}` each client's requests and tokens per model. pybreaker keeps its own
 `{ns}:breaker:{name}:*` (single-key commands only, so on a cluster they may live anywhere).
 
 RedisClusterStorage runs the same scripts on a Redis Cluster: with every quota key in the slot of
@@ -19,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 import redis
@@ -37,6 +38,7 @@ from app.routing.storage import (
     NO_REST,
     ClientPlan,
     Pick,
+    Pool,
     Refusal,
     Rest,
     SlotPlan,
@@ -113,10 +115,21 @@ end
 # KEYS: the first candidate's model hash (it routes the call in a cluster; every key the script
 # builds from the prefix shares its hash slot). ARGV: now, tokens, member, lease, ttl, key prefix,
 # the client's name ("" for none) and span count, per client span: id, floor, length, reset,
-# requests, tokens; then per run of one model's candidate slots: model name, priority, span count,
-# per span: id, floor, length, reset, requests, tokens; then the run's slot ids and key ids (each
-# joined by "\n") and its tried flags ("0"/"1" per slot). Candidates are checked best first
-# (priority, then last use) until one can serve; only when none can is every one checked, for the refusals.
+# requests, tokens; then per pool (one model's slots) three: the model name; "<priority> <slot count>
+# <fingerprint> <tried flags>" ("0"/"1" per slot, "-" for none) followed by "|<id> <floor> <length>
+# <reset> <requests> <tokens>" per window (few arguments: a client packs each one at a cost); and
+# its slot ids then key ids, joined by "\n" ("" when the caller believes the pool indexed).
+#
+# Each model's `lru:{name}` sorted set indexes its slots by last use: member "<position>\n<key
+# id>\n<slot id>" (position zero-padded, so equal last uses rank by position), score the last use,
+# plus a marker "=<fingerprint>" naming the pool it was built for; it is built again from
+# `used:{name}` when the marker is another's (first use, expiry, a changed key list), for which the
+# ids are needed: without them the script changes nothing and returns {-1}, to be called again with
+# them. The script merges the pools' indexes best first (priority, last use, position) and stops at
+# the first slot that can serve; a model that cannot serve at all (breaker, cooldown) is left at
+# once. A slot found resting on its own is parked until its rest ends (scored PARKED + that end,
+# after every live slot; the marker's score is minus the earliest such end, -inf for none). Only
+# when none can serve is every slot checked, for the refusals.
 # Returns {chosen (1-based, 0 = none), trial, failing, hint limit, remaining, wait, key trial}
 # followed, when none was chosen, by {candidate, code, wait, detail} per refused candidate, where
 # candidate 0 is the client (its window refused; then nothing else was checked).
@@ -124,7 +137,9 @@ _RESERVE = """
 local now, tokens, member = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local lease, ttl, prefix = tonumber(ARGV[4]), ARGV[5], ARGV[6]
 local models, keys = {}, {}  -- hashes read once, however many slots share them
-local runs, run_of, pos_of = {}, {}, {}  -- candidate c is slot pos_of[c] of run_of[c]
+local runs, total = {}, 0  -- one run per pool; its slots are candidates offset + 1 .. offset + n
+local BATCH = 16  -- index entries read at a time once the first slot of a pool cannot serve
+local PARKED = 4503599627370496  -- 2^52: a parked slot's score is this plus its rest's end
 
 -- The client: name ("" for none), span count, per span: id, floor, length, reset, requests, tokens.
 local client = nil
@@ -133,34 +148,139 @@ if ARGV[7] ~= '' then
   client = {lkey = prefix .. ':clog:' .. ARGV[7], wkey = prefix .. ':cwin:' .. ARGV[7], spans = {}}
 end
 while a <= #ARGV do
-  local run = {name = ARGV[a], prio = tonumber(ARGV[a + 1]), spec = {}, sids = {}, kids = {}, used = {}}
-  local n = tonumber(ARGV[a + 2])
+  local prio, n, fp, tried, spans = string.match(ARGV[a + 1], '^(%S+) (%S+) (%S+) ([^|%s]+)(.*)$')
+  local run = {name = ARGV[a], prio = tonumber(prio), n = tonumber(n), marker = '=' .. fp, spans = spans,
+               tried = tried, ids = ARGV[a + 2]}
   a = a + 3
-  for j = 1, n do
-    run.spec[j] = {ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]),
-                   tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])}
-    a = a + 6
-  end
-  for sid in string.gmatch(ARGV[a], '[^\\n]+') do run.sids[#run.sids + 1] = sid end
-  for kid in string.gmatch(ARGV[a + 1], '[^\\n]+') do run.kids[#run.kids + 1] = kid end
-  run.tried, run.first = ARGV[a + 2], #run_of + 1
-  a = a + 3
-  local ukey = prefix .. ':used:' .. run.name
-  for from = 1, #run.sids, 1000 do  -- last uses, one call per thousand slots
-    local upto = math.min(from + 999, #run.sids)
-    local used = redis.call('HMGET', ukey, unpack(run.sids, from, upto))
-    for k = from, upto do
-      run.used[k] = tonumber(used[k - from + 1]) or 0
-      run_of[#run_of + 1], pos_of[#pos_of + 1] = run, k
-    end
-  end
+  run.offset, total = total, total + run.n
+  run.ikey, run.ukey = prefix .. ':lru:' .. run.name, prefix .. ':used:' .. run.name
   runs[#runs + 1] = run
 end
 
-local function candidate(c)
-  local run, k = run_of[c], pos_of[c]
-  return {c = c, prio = run.prio, spec = run.spec, name = run.name, sid = run.sids[k], kid = run.kids[k],
-          tried = string.sub(run.tried, k, k) == '1'}
+local function lines(text)
+  local out = {}
+  for line in string.gmatch(text, '[^\\n]+') do out[#out + 1] = line end
+  return out
+end
+
+local function entry(position, kid, sid)
+  return string.format('%06d', position) .. '\\n' .. kid .. '\\n' .. sid
+end
+
+-- An index member as {position, kid, sid, member}.
+local function parse(m)
+  local second = string.find(m, '\\n', 8, true)
+  return {position = tonumber(string.sub(m, 1, 6)), kid = string.sub(m, 8, second - 1),
+          sid = string.sub(m, second + 1), member = m}
+end
+
+local function last_use(value)  -- as `used:{name}` holds it; whatever is there reads as a time
+  local at = tonumber(value) or 0
+  if at ~= at or at < 0 then return 0 end
+  return at
+end
+
+-- Index members back at their last use (read from `used:{name}`), a thousand per call.
+local function restore(run, members, sids)
+  for from = 1, #members, 1000 do
+    local upto = math.min(from + 999, #members)
+    local used = redis.call('HMGET', run.ukey, unpack(sids, from, upto))
+    local args = {}
+    for k = from, upto do
+      args[#args + 1] = fmt(last_use(used[k - from + 1]))
+      args[#args + 1] = members[k]
+    end
+    redis.call('ZADD', run.ikey, unpack(args))
+  end
+end
+
+-- Parked slots whose rest is over go back to their last use; the marker's score becomes minus the
+-- next rest end (-inf: none parked).
+local function unpark(run)
+  local back = redis.call('ZRANGEBYSCORE', run.ikey, fmt(PARKED), fmt(PARKED + now))
+  local sids = {}
+  for k, m in ipairs(back) do sids[k] = parse(m).sid end
+  restore(run, back, sids)
+  local later = redis.call('ZRANGEBYSCORE', run.ikey, '(' .. fmt(PARKED + now), '+inf', 'WITHSCORES',
+                           'LIMIT', 0, 1)
+  run.parked = nil
+  if later[2] then run.parked = tonumber(later[2]) - PARKED end
+  redis.call('ZADD', run.ikey, run.parked and fmt(-run.parked) or '-inf', run.marker)
+end
+
+-- The index of a run's model for this pool: as it is when its marker is this pool's, else built
+-- again from the last uses (the marker only changes here, so a stale index is always replaced).
+local function open(run)
+  local got = redis.call('ZRANGE', run.ikey, 0, 1, 'WITHSCORES')
+  if got[1] ~= run.marker then
+    if run.ids == '' then return false end
+    local ids, sids, members = lines(run.ids), {}, {}
+    for k = 1, run.n do
+      sids[k] = ids[k]
+      members[k] = entry(k, ids[run.n + k], ids[k])
+    end
+    redis.call('DEL', run.ikey)
+    redis.call('ZADD', run.ikey, '-inf', run.marker)
+    restore(run, members, sids)
+    redis.call('PEXPIRE', run.ikey, ttl)
+    redis.call('PEXPIRE', run.ukey, ttl)  -- the two keep one deadline
+    got = redis.call('ZRANGE', run.ikey, 0, 1, 'WITHSCORES')
+  end
+  run.parked = nil  -- the earliest end of a parked slot's rest
+  if got[2] ~= '-inf' then run.parked = -tonumber(got[2]) end
+  if run.parked ~= nil and run.parked <= now then
+    unpark(run)
+    got = redis.call('ZRANGE', run.ikey, 0, 1, 'WITHSCORES')
+  end
+  run.buffer, run.at, run.rank = {got[3], got[4]}, 1, 2
+  return true
+end
+
+-- Slots a walk found resting on their own leave it until their rest ends (such a rest is never
+-- shortened): parked after every live slot, scored PARKED plus the rest's end.
+local function park(resting)
+  for _, cand in ipairs(resting) do
+    local run = cand.run
+    redis.call('ZADD', run.ikey, fmt(PARKED + cand.suntil), cand.member)
+    if run.parked == nil or cand.suntil < run.parked then
+      run.parked = cand.suntil
+      redis.call('ZADD', run.ikey, fmt(-cand.suntil), run.marker)
+    end
+  end
+end
+
+-- The run's next slot by last use into run.head {position, kid, sid, used, member}; nil at the end.
+local function step(run)
+  if run.at > #run.buffer then
+    run.buffer = redis.call('ZRANGE', run.ikey, run.rank, run.rank + BATCH - 1, 'WITHSCORES')
+    run.at, run.rank = 1, run.rank + BATCH
+  end
+  local m = run.buffer[run.at]
+  if m == nil then
+    run.head = nil
+    return
+  end
+  local used = tonumber(run.buffer[run.at + 1])
+  if used >= PARKED then  -- the live slots are done
+    run.head = nil
+    return
+  end
+  run.head = parse(m)
+  run.head.used = used
+  run.at = run.at + 2
+end
+
+local function candidate(run, slot)
+  if run.spec == nil then  -- the windows, read once a slot of the run is looked at
+    run.spec = {}
+    local field = ' ([^|%s]+)'
+    for id, floor, len, reset, req, tok in string.gmatch(run.spans, '|([^|%s]+)' .. string.rep(field, 5)) do
+      run.spec[#run.spec + 1] = {id, tonumber(floor), tonumber(len), tonumber(reset), tonumber(req),
+                                 tonumber(tok)}
+    end
+  end
+  return {c = run.offset + slot.position, spec = run.spec, name = run.name, sid = slot.sid, kid = slot.kid,
+          run = run, member = slot.member, tried = string.sub(run.tried, slot.position, slot.position) == '1'}
 end
 
 local function wait_of(s, oldest)
@@ -179,24 +299,20 @@ local function freeing(lkey, s, excess)
   return t
 end
 
--- Everything that keeps a candidate from serving now: nil, or its refusal {c, code, wait, detail}.
-local function check(cand)
-  cand.mkey, cand.skey = prefix .. ':model:' .. cand.name, prefix .. ':slot:' .. cand.sid
-  cand.lkey, cand.wkey = prefix .. ':log:' .. cand.sid, prefix .. ':win:' .. cand.sid
-  cand.kkey = prefix .. ':key:' .. cand.kid
-  local m = models[cand.mkey]
+local function model_of(name)
+  local mkey = prefix .. ':model:' .. name
+  local m = models[mkey]
   if m == nil then
-    m = redis.call('HMGET', cand.mkey, 'cool', 'why', 'brk', 'trial', 'fl')
-    models[cand.mkey] = m
+    m = redis.call('HMGET', mkey, 'cool', 'why', 'brk', 'trial', 'fl')
+    models[mkey] = m
   end
-  local k = keys[cand.kkey]
-  if k == nil then
-    k = redis.call('HMGET', cand.kkey, 'until', 'kind', 'why', 'trial')
-    keys[cand.kkey] = k
-  end
-  local st = redis.call('HMGET', cand.skey, 'until', 'kind', 'why')
-  local brk = tonumber(m[3]) or 0
+  return m
+end
+
+-- What keeps every slot of a model out: {wait, code, detail} each, a breaker block first.
+local function model_blocks(m)
   local blocks = {}
+  local brk = tonumber(m[3]) or 0
   if brk > 0 then
     local trial = tonumber(m[4]) or 0
     if brk > now then blocks[#blocks + 1] = {brk - now, 'open', ''}
@@ -204,6 +320,22 @@ local function check(cand)
   end
   local cool = tonumber(m[1]) or 0
   if cool > now then blocks[#blocks + 1] = {cool - now, 'cool', m[2] or ''} end
+  return blocks
+end
+
+-- Everything that keeps a candidate from serving now: nil, or its refusal {c, code, wait, detail}.
+local function check(cand)
+  cand.mkey, cand.skey = prefix .. ':model:' .. cand.name, prefix .. ':slot:' .. cand.sid
+  cand.lkey, cand.wkey = prefix .. ':log:' .. cand.sid, prefix .. ':win:' .. cand.sid
+  cand.kkey = prefix .. ':key:' .. cand.kid
+  local m = model_of(cand.name)
+  local k = keys[cand.kkey]
+  if k == nil then
+    k = redis.call('HMGET', cand.kkey, 'until', 'kind', 'why', 'trial')
+    keys[cand.kkey] = k
+  end
+  local st = redis.call('HMGET', cand.skey, 'until', 'kind', 'why')
+  local blocks = model_blocks(m)
   local kuntil, ktrial = tonumber(k[1]) or 0, 0
   if kuntil > now then
     blocks[#blocks + 1] = {kuntil - now, 'key', (k[2] or '') .. '|' .. (k[3] or '')}
@@ -227,7 +359,8 @@ local function check(cand)
     end
     spans[j] = s
   end
-  cand.spans, cand.w, cand.brk, cand.fl, cand.ktrial = spans, w, brk, m[5], ktrial
+  cand.spans, cand.w, cand.brk, cand.fl, cand.ktrial = spans, w, tonumber(m[3]) or 0, m[5], ktrial
+  cand.suntil = suntil
   if #blocks > 0 then
     if w.changed then save(cand.lkey, cand.wkey, spans, ttl) end
     local longest, pick = 0, blocks[1]
@@ -244,12 +377,14 @@ local function check(cand)
   return nil
 end
 
-local function before(x, y)  -- candidate indexes: priority, then last use, then position
-  local rx, ry = run_of[x], run_of[y]
-  if rx.prio ~= ry.prio then return rx.prio < ry.prio end
-  local ux, uy = rx.used[pos_of[x]], ry.used[pos_of[y]]
-  if ux ~= uy then return ux < uy end
-  return x < y
+local function before(x, y)  -- runs, by their heads: priority, then last use, then candidate number
+  if x.prio ~= y.prio then return x.prio < y.prio end
+  if x.head.used ~= y.head.used then return x.head.used < y.head.used end
+  return x.offset + x.head.position < y.offset + y.head.position
+end
+
+for _, run in ipairs(runs) do  -- every index first: one the ids are needed for, and nothing changes
+  if not open(run) then return {-1} end
 end
 
 if client ~= nil then  -- the client's own windows first: spent, and nothing is taken anywhere
@@ -276,34 +411,51 @@ if client ~= nil then  -- the client's own windows first: spent, and nothing is 
   end
 end
 
-local first = nil
-for _, run in ipairs(runs) do  -- each run's least recently used slot, then the best of those
-  local k = 1
-  for j = 2, #run.used do if run.used[j] < run.used[k] then k = j end end
-  if #run.used > 0 and (first == nil or before(run.first + k - 1, first)) then first = run.first + k - 1 end
+local walking = {}  -- runs whose slots are still being looked at
+for _, run in ipairs(runs) do
+  step(run)
+  if run.head ~= nil then walking[#walking + 1] = run end
 end
-local best, refusals = nil, {}
-if first ~= nil then
-  local cand = candidate(first)
-  local r = check(cand)
-  if r == nil then best = cand else refusals[first] = r end
-end
-if best == nil and first ~= nil then
-  local order = {}
-  for c = 1, #run_of do if c ~= first then order[#order + 1] = c end end
-  table.sort(order, before)
-  for _, c in ipairs(order) do
-    local cand = candidate(c)
+local best, refusals, resting = nil, {}, {}
+while best == nil and #walking > 0 do
+  local i = 1
+  for j = 2, #walking do if before(walking[j], walking[i]) then i = j end end
+  local run = walking[i]
+  if #model_blocks(model_of(run.name)) > 0 then
+    table.remove(walking, i)  -- none of its slots can serve: each is refused below
+  else
+    local cand = candidate(run, run.head)
     local r = check(cand)
-    if r == nil then best = cand; break end
-    refusals[c] = r
+    if r == nil then
+      best = cand
+    else
+      refusals[cand.c] = r
+      if cand.suntil > now then resting[#resting + 1] = cand end
+      step(run)
+      if run.head == nil then table.remove(walking, i) end
+    end
   end
 end
+park(resting)
 
-if best == nil then
+if best == nil then  -- why each slot cannot serve; those of a model left at once, and parked ones, now
   local out = {0, 0, 0, 0, 0, 0, 0}
-  for c = 1, #run_of do
-    for _, v in ipairs(refusals[c]) do out[#out + 1] = v end
+  for _, run in ipairs(runs) do
+    local slots = nil  -- by position, read from the index when one is needed
+    for position = 1, run.n do
+      local r = refusals[run.offset + position]
+      if r == nil then
+        if slots == nil then
+          slots = {}
+          for _, m in ipairs(redis.call('ZRANGE', run.ikey, 1, -1)) do
+            local slot = parse(m)
+            slots[slot.position] = slot
+          end
+        end
+        r = check(candidate(run, slots[position])) or {run.offset + position, 'tried', 0, ''}
+      end
+      for _, v in ipairs(r) do out[#out + 1] = v end
+    end
   end
   return out
 end
@@ -329,9 +481,10 @@ if client ~= nil then
   for _, s in ipairs(client.spans) do s.sum = s.sum + tokens end
   save(client.lkey, client.wkey, client.spans, ttl)
 end
-local ukey = prefix .. ':used:' .. cand.name
-redis.call('HSET', ukey, cand.sid, fmt(now))
-redis.call('PEXPIRE', ukey, ttl)
+redis.call('HSET', cand.run.ukey, cand.sid, fmt(now))
+redis.call('ZADD', cand.run.ikey, fmt(now), cand.member)
+redis.call('PEXPIRE', cand.run.ukey, ttl)
+redis.call('PEXPIRE', cand.run.ikey, ttl)
 local trial = 0
 if cand.brk > 0 then
   trial = 1
@@ -448,6 +601,8 @@ class RedisStorage(Storage):
         self._inspect = client.register_script(_PRELUDE + _INSPECT)
         self._prefix = f"{namespace}:{{quota}}"
         self._slot_keys: dict[str, tuple[str, str]] = {}
+        self._pool_args: dict[str, str] = {}  # per pool fingerprint, see _joined
+        self._indexed: set[str] = set()  # fingerprints of pools whose index the scripts have built
         self._down = False
         self._state_lock = threading.Lock()  # only taken when Redis fails or recovers
         self._local = threading.local()  # each thread's own connection for the scripts
@@ -473,8 +628,8 @@ class RedisStorage(Storage):
 
     def reserve(
         self,
-        slots: Sequence[SlotPlan],
-        tried: Sequence[bool],
+        pools: Sequence[Pool],
+        tried: Collection[int],
         tokens: int,
         now: int,
         rid: str,
@@ -487,22 +642,28 @@ class RedisStorage(Storage):
         for span in client_spans:
             floor, reset = span.bounds(now)
             args += (span.id, floor, span.length, reset, span.requests, span.tokens)
-        start = 0
-        while start < len(slots):  # one run per model: its windows once, its slots as two strings
-            model = slots[start].model
-            end = start + 1
-            while end < len(slots) and slots[end].model is model:
-                end += 1
-            args += (model.name, model.priority, len(model.spans))
-            for span in model.spans:
+        offset = 0
+        for pool in pools:
+            size = len(pool.ids)
+            flags = "".join("1" if offset + n in tried else "0" for n in range(size)) if tried else "-"
+            spec = [f"{pool.model.priority} {size} {pool.fingerprint} {flags}"]
+            for span in pool.model.spans:
                 floor, reset = span.bounds(now)
-                args += (span.id, floor, span.length, reset, span.requests, span.tokens)
-            run = slots[start:end]
-            args += ("\n".join(s.id for s in run), "\n".join(s.key for s in run))
-            args.append("".join("1" if t else "0" for t in tried[start:end]) if any(tried[start:end]) else "")
-            start = end
-        first_model = self._model_key(slots[0].model.name) if slots else self._model_key("")
-        out = self._run(self._script, self._reserve, [first_model], args)
+                spec.append(f"{span.id} {floor} {span.length} {reset} {span.requests} {span.tokens}")
+            args += (pool.model.name, "|".join(spec), "")
+            offset += size
+        first_model = [self._model_key(pools[0].model.name if pools else "")]
+        start = len(args) - 3 * len(pools) + 2  # each pool's ids: args[start + 3 * n]
+        unknown = [n for n, pool in enumerate(pools) if pool.fingerprint not in self._indexed]
+        for n in unknown:  # the ids of pools not seen indexed yet
+            args[start + 3 * n] = self._joined(pools[n])
+        out = self._run(self._script, self._reserve, first_model, args)
+        if out[0] == -1:  # an index is gone (expired, or built for other keys): once more with all ids
+            unknown = list(range(len(pools)))
+            for n in unknown:
+                args[start + 3 * n] = self._joined(pools[n])
+            out = self._run(self._script, self._reserve, first_model, args)
+        self._indexed.update(pools[n].fingerprint for n in unknown)
         if out[0]:
             hint = (out[3], out[4], out[5]) if out[3] else None
             return Pick(
@@ -604,6 +765,13 @@ class RedisStorage(Storage):
 
     def _key_key(self, key_id: str) -> str:
         return f"{self._prefix}:key:{key_id}"
+
+    def _joined(self, pool: Pool) -> str:
+        """The pool's slot ids then key ids, joined by newlines, as the script takes them."""
+        joined = self._pool_args.get(pool.fingerprint)
+        if joined is None:
+            joined = self._pool_args[pool.fingerprint] = "\n".join((*pool.ids, *pool.keys))
+        return joined
 
     def _window_keys(self, slot: SlotPlan) -> tuple[str, str]:
         """The slot's reservation log and window sums."""

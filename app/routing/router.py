@@ -56,6 +56,7 @@ from app.routing.storage import (
     TRIAL_BUSY,
     ClientPlan,
     Pick,
+    Pool,
     Refusal,
     Rest,
     SlotPlan,
@@ -185,7 +186,7 @@ class Router:
         self._models = {m.name: m for m in enabled}
         self._plans = {m.name: plan_for(m) for m in enabled}
         self._slots = {m.name: _slots_of(m, self._plans[m.name]) for m in enabled}
-        self._slot_plans = {name: tuple(s.plan for s in slots) for name, slots in self._slots.items()}
+        self._pools = {name: Pool(tuple(s.plan for s in slots)) for name, slots in self._slots.items()}
         self._by_label = {(name, s.label): s for name, slots in self._slots.items() for s in slots}
         self._days = {m.name: DayClock(m.day_resets_at, m.timezone) for m in enabled if m.day_resets_at}
         groups: dict[tuple[str, str], list[ModelConfig]] = {}
@@ -253,9 +254,9 @@ class Router:
         now = self._now()
         tokens = valid_tokens(tokens) or 0
         rid = f"{self._id_prefix}{os.getpid()}-{next(self._ids)}"  # unique in forked workers too
-        owners: list[_Slot] = []
-        plans: list[SlotPlan] = []
-        tried: list[bool] = []
+        owners: list[_Slot] = []  # the slots of the pools, one after another
+        pools: list[Pool] = []
+        tried: set[int] = set()
         misfits: list[tuple[str, bool]] = []
         for model in candidates:
             plan = self._plans.get(model.name)
@@ -267,19 +268,18 @@ class Router:
                 misfits.append(misfit)
                 continue
             slots = self._slots[model.name]
+            if exclude:
+                whole, first = model.name in exclude, len(owners)
+                tried.update(
+                    first + n for n, s in enumerate(slots) if whole or f"{model.name}{s.label}" in exclude
+                )
             owners += slots
-            plans += self._slot_plans[model.name]
-            whole = model.name in exclude
-            tried += (
-                [whole or f"{model.name}{s.label}" in exclude for s in slots]
-                if exclude
-                else [False] * len(slots)
-            )
-        if charged is not None or client is None or not plans:
+            pools.append(self._pools[model.name])
+        if charged is not None or client is None or not pools:
             client = None
         pick = Pick()
-        if plans:
-            pick = self._storage.reserve(plans, tried, tokens, now, rid, self._reset_us, client)
+        if pools:
+            pick = self._storage.reserve(pools, tried, tokens, now, rid, self._reset_us, client)
         if pick.client_refusal is not None and client is not None:
             raise _client_refusal(client, pick.client_refusal)
         if pick.index < 0:

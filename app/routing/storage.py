@@ -9,8 +9,9 @@ and RedisStorage (every worker and replica).
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -45,6 +46,29 @@ class SlotPlan:
         object.__setattr__(self, "spans", self.model.spans)
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class Pool:
+    """One model's slots in key order, as reserve() takes them: built once per model and passed
+    again on every request, so that a storage can keep the slots indexed by last use instead of
+    ranking them all per request. A slot id belongs to one model."""
+
+    slots: tuple[SlotPlan, ...]
+    model: ModelPlan = field(init=False)
+    ids: tuple[str, ...] = field(init=False)  # the slots' ids, in key order
+    keys: tuple[str, ...] = field(init=False)  # the slots' key records, in key order
+    fingerprint: str = field(init=False)  # names these ids and keys in this order, for an index
+
+    def __post_init__(self) -> None:
+        if not self.slots or any(s.model is not self.slots[0].model for s in self.slots):
+            raise ValueError("a pool is one model's slots, at least one")
+        ids, keys = tuple(s.id for s in self.slots), tuple(s.key for s in self.slots)
+        digest = hashlib.sha256("\n".join((*ids, "", *keys)).encode()).hexdigest()[:16]
+        object.__setattr__(self, "model", self.slots[0].model)
+        object.__setattr__(self, "ids", ids)
+        object.__setattr__(self, "keys", keys)
+        object.__setattr__(self, "fingerprint", digest)
+
+
 @dataclass(frozen=True, slots=True)
 class ClientPlan:
     """A client's own windows, reserved in the same atomic step as a slot's (see Storage.reserve)."""
@@ -69,7 +93,7 @@ class UsageRow(NamedTuple):
 
 
 class Refusal(NamedTuple):
-    index: int  # into the slots passed to reserve()
+    index: int  # into the slots of the pools passed to reserve(), one after another
     code: str
     wait: int  # microseconds until the model may serve again (0 for TRIED)
     detail: str
@@ -120,18 +144,20 @@ class Storage(ABC):
     @abstractmethod
     def reserve(
         self,
-        slots: Sequence[SlotPlan],
-        tried: Sequence[bool],
+        pools: Sequence[Pool],
+        tried: Collection[int],
         tokens: int,
         now: int,
         rid: str,
         lease: int,
         client: ClientPlan | None = None,
     ) -> Pick:
-        """Atomically pick the best eligible slot (lowest priority, then least recently used) and
-        take one request and `tokens` in every window of it, stamping it used. A model whose breaker
-        rest is over gets one trial request, and so does a key whose auth rest is over, each holding
-        off others for `lease`. Tried slots are only evaluated, for the refusal reasons.
+        """Atomically pick the best eligible slot of the pools (lowest priority, then least
+        recently used, then first given) and take one request and `tokens` in every window of it,
+        stamping it used. Slots are numbered through the pools one after another (Pick.index,
+        Refusal.index, `tried`). A model whose breaker rest is over gets one trial request, and so
+        does a key whose auth rest is over, each holding off others for `lease`. Tried slots are
+        only evaluated, for the refusal reasons; when no slot can serve, every slot is refused.
 
         With `client`, its windows are checked first and taken (as entry `rid`) in the same step as
         the slot's: a spent client window refuses with `client_refusal`, no slot able to serve

@@ -62,6 +62,7 @@ ErrorKind = Literal[
     "daily_limit",
     "insufficient_quota",
     "upstream_rate_limit",
+    "upstream_quota",
     "server_error",
     "bad_gateway",
     "overloaded",
@@ -90,6 +91,7 @@ ERROR_STATUS: dict[str, int] = {
     "daily_limit": 429,
     "insufficient_quota": 429,
     "upstream_rate_limit": 429,
+    "upstream_quota": 429,
     "server_error": 500,
     "bad_gateway": 502,
     "overloaded": 503,
@@ -613,6 +615,21 @@ _OPENROUTER_ERRORS: dict[str, tuple[str, dict[str, Any] | None, bool]] = {
         },
         True,
     ),
+    # The provider's own 429 passed through in `raw`: here Google AI Studio's per-day quota of the
+    # key OpenRouter holds there, which says nothing of this OpenRouter key's day.
+    "upstream_quota": (
+        "Provider returned error",
+        {
+            "raw": '{{"error": {{"code": 429, "message": "You exceeded your current quota, please check your'
+            " plan and billing details. Quota exceeded for metric: generativelanguage.googleapis.com/"
+            "generate_content_free_tier_requests, limit: 200, model: gemini-2.0-flash-exp\\nPlease retry in"
+            ' 38s.", "status": "RESOURCE_EXHAUSTED", "details": [{{"@type": "type.googleapis.com/'
+            'google.rpc.QuotaFailure", "violations": [{{"quotaId": "GenerateRequestsPerDayPerProjectPerModel-'
+            'FreeTier", "quotaValue": "200"}}]}}]}}}}',
+            "provider_name": "Google AI Studio",
+        },
+        True,
+    ),
     "server_error": ("Internal Server Error", None, False),
     "bad_gateway": (
         "Provider returned error",
@@ -707,7 +724,7 @@ def error_response(
     Rate limits carry `retry-after` (default 20 s; OpenRouter's only when given) and the flavor's
     rate-limit headers with nothing remaining.
     """
-    is_rate_limit = kind in ("rate_limit", "daily_limit", "upstream_rate_limit")
+    is_rate_limit = kind in ("rate_limit", "daily_limit", "upstream_rate_limit", "upstream_quota")
     wait = retry_after if retry_after is not None else 20
     out: dict[str, str] = {"x-request-id": f"req_fake{next(_ids):06d}"}
     if flavor == "openrouter":

@@ -11,7 +11,7 @@ import pytest
 from requests.structures import CaseInsensitiveDict
 
 from app.config import HttpConfig
-from app.errors import UpstreamAuthError, UpstreamBadRequest, UpstreamError
+from app.errors import RateLimited, UpstreamAuthError, UpstreamBadRequest, UpstreamError
 from app.http import SessionPool
 from app.providers import build_provider, cloudflare, cohere, gemini
 from app.providers.openai import compatible_error, stream_error
@@ -75,6 +75,22 @@ def test_openrouter_per_minute_and_upstream_provider_429s_are_rates() -> None:
     assert class_of(compatible("upstream_rate_limit", "openrouter"))[0] == "rate"
 
 
+@pytest.mark.parametrize("kind", ["upstream_rate_limit", "upstream_quota"])
+def test_openrouter_provider_returned_error_429_rests_the_key_as_a_rate(kind: str) -> None:
+    """ "Provider returned error": the provider OpenRouter routed to is rate limited, whatever its own
+    words in `raw` (here even its per-day quota): the key is neither spent for the day nor invalid."""
+    failure = compatible(kind, "openrouter", retry_after=12)
+    assert class_of(failure) == ("rate", 12.0)
+    assert (
+        failure.cooldown.reason
+        == "upstream 429: the provider behind OpenRouter (Google AI Studio) is rate limited"
+    )
+    assert class_of(compatible(kind, "openrouter")) == ("rate", None)  # no Retry-After: the config's
+    # the same error inside a 200 answer or stream
+    error = fake_openai.error_body(kind, flavor="openrouter")["error"]
+    assert class_of(stream_error(error, MODEL)) == ("rate", None)
+
+
 def test_a_403_for_the_content_or_the_region_is_not_the_keys() -> None:
     moderated = compatible("forbidden", "openrouter")
     assert isinstance(moderated, UpstreamBadRequest) and moderated.cooldown is None
@@ -119,6 +135,8 @@ def test_gemini_compat_list_wrapped_daily_quota() -> None:
         ("daily_limit", "daily"),
         ("account_limited", "daily"),
         ("model_rate_limit", "rate"),
+        ("capacity", "rate"),
+        ("capacity_500", "rate"),
         ("bad_input", None),
     ],
 )
@@ -129,6 +147,22 @@ def test_cloudflare_classes(kind: str, expected: str | None) -> None:
     assert class_of(failure)[0] == expected
     if expected == "daily":
         assert failure.cooldown.seconds == 6 * 3600  # until 00:00 UTC
+
+
+@pytest.mark.parametrize("kind", ["capacity", "capacity_500"])
+def test_cloudflare_capacity_rests_the_key_as_a_rate(kind: str) -> None:
+    """Code 3040, capacity temporarily exceeded (a 429, or a 500 as captured): Cloudflare is busy,
+    the key is fine; it rests as long as Retry-After says, else routing.cooldown_seconds."""
+    status, code, message = fake_cloudflare.ERRORS[kind]
+    body = json.dumps(fake_cloudflare.error_body(code, message)).encode()
+    failure = cloudflare.parse_error(status, body, {"retry-after": "3"}, MODEL, NOW)
+    assert class_of(failure) == ("rate", 3.0) and failure.retry_after == 3.0
+    assert failure.cooldown.reason == "upstream code 3040: capacity temporarily exceeded"
+    assert class_of(cloudflare.parse_error(status, body, {}, MODEL, NOW)) == ("rate", None)
+    # inside a 200 answer (`success: false`) too
+    with pytest.raises(RateLimited) as inside:
+        cloudflare.parse_completion(fake_cloudflare.error_body(code, message), MODEL)
+    assert class_of(inside.value) == ("rate", None)
 
 
 @pytest.mark.parametrize(

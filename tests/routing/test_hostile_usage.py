@@ -13,7 +13,7 @@ from app.errors import RateLimited, ServiceUnavailable, UpstreamError
 from app.routing import Router
 from app.routing.limits import US, plan_for
 from app.routing.router import MAX_TOKENS, valid_tokens
-from app.routing.storage import SlotPlan, Storage
+from app.routing.storage import Pool, SlotPlan, Storage
 from tests.routing.conftest import FakeClock, model
 
 
@@ -75,10 +75,11 @@ def test_storage_survives_a_negative_count_it_was_handed(make_storage) -> None:
     """Storage code never fails on a value it wrote itself, even one no router should send."""
     storage = make_storage()
     slot = SlotPlan(plan_for(model(tokens_per_minute=1000)), "groq/a#k1", "k1")
+    pool = Pool((slot,))
     t0 = 1_700_000_000 * US
 
     def reserve(tokens: int, now: int, rid: str) -> bool:
-        return storage.reserve([slot], [False], tokens, now, rid, 0).index == 0
+        return storage.reserve([pool], (), tokens, now, rid, 0).index == 0
 
     def used(now: int) -> int:
         return storage.inspect([slot], now)[0].spans[0].tokens

@@ -322,7 +322,7 @@ def test_redis_keys_of_one_script_share_a_hash_slot(redis_url: str, redis_namesp
     finally:
         client.close()
     quota = [k for k in names if ":breaker:" not in k]
-    assert {k.split(":")[2] for k in quota} >= {"model", "used", "log", "win", "key"}
+    assert {k.split(":")[2] for k in quota} >= {"model", "used", "lru", "log", "win", "key"}
     assert all(k.startswith(f"{redis_namespace}:{{quota}}:") for k in quota)
     assert not any(key in name for name in names for key in KEYS)
 

@@ -76,5 +76,11 @@ def test_pool_routing_bench_spreads_over_every_model_and_key() -> None:
     config = pools.pool_config("memory")
     assert len(config.enabled_models) == 20 and {len(m.keys) for m in config.models} == {50}
     result = pools.measure("memory", 5)
-    assert set(result) == {"concrete p50 (ms)", "group p50 (ms)", "group - concrete (ms)"}
+    assert set(result) == {
+        "concrete p50 (ms)",
+        "group p50 (ms)",
+        "group - concrete (ms)",
+        "group / concrete",
+        "group, 250 slots resting, p50 (ms)",
+    }
     assert result["group p50 (ms)"] > 0 and result["concrete p50 (ms)"] > 0
