@@ -2,24 +2,52 @@
 
 import contextlib
 import os
+import resource
 import signal
 import threading
+
+
+def raise_open_files_limit(needed):
+    """Raise the soft limit on open files to `needed`, as far as the hard limit allows; the new limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        soft = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return soft
+
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8080')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 # gthread, with gunicorn's own error answers (bad request line, limits) as JSON: see app/worker.py.
 worker_class = "app.worker.ThreadWorker"
-# A proxied request spends nearly all its time waiting on an upstream (seconds, or minutes for a
-# long stream), not on the CPU, so one worker serves many at once: 32 threads cost ~8 MB of stacks.
-threads = int(os.environ.get("AI_PROXY_THREADS", "32"))
+# Sizing (README, "Sizing"). A request holds a thread for its whole life, a stream for as long as it
+# lasts, waiting on its upstream rather than the CPU: the thread count is how many requests (streams)
+# a worker serves at once, and the others wait in a queue with no byte sent. Threads start only when
+# none is idle, so an unused allowance costs nothing. Measured: an open stream costs ~82 KiB of RSS,
+# its thread here (~60 KiB: stack pages, buffers) and the gateway's reader thread of its upstream
+# (~20 KiB); 1,000 streams of a chunk a second took ~80 MiB above an idle worker and a quarter to a
+# third of one core. So 1,500: the 1,000 streams of the target plus room for the ordinary requests and
+# slow clients that come meanwhile. A worker's real limit is its CPU (one core), spent per chunk.
+threads = int(os.environ.get("AI_PROXY_THREADS", "1500"))
 # gthread workers heartbeat from their main loop, so a long stream never trips `timeout`; it only
 # catches a worker that is truly stuck.
 timeout = int(os.environ.get("AI_PROXY_WORKER_TIMEOUT", "120"))
 # On SIGTERM in-flight answers and streams get this long to finish (Heroku allows 30 s).
 graceful_timeout = int(os.environ.get("AI_PROXY_GRACEFUL_TIMEOUT", "30"))
-# Longer than the idle timeout of nginx's and most load balancers' upstream keep-alive (60 s).
+# Longer than the idle timeout of nginx's and most load balancers' upstream keep-alive (60 s). An idle
+# kept-alive connection holds a file descriptor, not a thread.
 keepalive = int(os.environ.get("AI_PROXY_KEEPALIVE", "75"))
-worker_connections = 1000
+# Client connections per worker: those being served or queued, kept-alive idle ones, and new ones not
+# sending yet. gunicorn keeps at most (worker_connections - threads) idle (beyond that it closes a
+# connection after its answer) and stops accepting at worker_connections (the kernel's backlog holds
+# the rest): twice the threads lets every client of a full worker keep its connection between requests.
+worker_connections = 2 * threads
+# File descriptors per worker: a client connection each, an upstream connection per running request
+# and as many kept idle for reuse (at most what was in use), and some of its own. Past the limit,
+# accept() fails and the worker restarts, so the soft limit (`ulimit -n`, often 1,024) is raised as far
+# as the hard one allows; when that is still too low, the start-up log says so.
+open_files_needed = worker_connections + 2 * threads + 256
+open_files = raise_open_files_limit(open_files_needed)
 # Build the app once in the master: a bad config fails before any worker starts, and workers
 # share the loaded code copy-on-write. (SIGHUP reloads config.yaml all the same: see when_ready.)
 preload_app = True
@@ -69,6 +97,19 @@ if not os.environ.get("AI_PROXY_METRICS_READY"):
 
 
 def when_ready(server):
+    if open_files < open_files_needed:
+        server.log.warning(
+            "The open-file limit (ulimit -n) is %d: %d threads and %d connections a worker may need %d "
+            "(see README, Sizing)",
+            open_files,
+            threads,
+            worker_connections,
+            open_files_needed,
+        )
+    reload_on_hup(server)
+
+
+def reload_on_hup(server):
     """SIGHUP reloads config.yaml inside the running processes, not by forking fresh workers from the
     preloaded (stale) app: the master checks the file and rebuilds its own copy (so a worker it forks
     later starts on the new config), then asks each worker to do the same over its storage. Quota

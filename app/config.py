@@ -95,7 +95,7 @@ class HttpConfig:
     read_timeout: float = 120.0
     stream_idle_timeout: float = 60.0
     pool_connections: int = 16
-    pool_maxsize: int = 64
+    pool_maxsize: int = 4096  # per upstream host; at least a worker's threads (see config.yaml)
     proxy: str = ""
     verify: bool | str = True
     stream_max_seconds: float = 600.0  # the longest a whole stream may last

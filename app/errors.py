@@ -83,6 +83,15 @@ class RequestTooLarge(ProxyError):
     code = "request_too_large"
 
 
+class ClientClosedRequest(ProxyError):
+    """The client closed its connection while its request waited for a thread: it is not sent upstream
+    and spends no quota. Nobody reads the answer; the access log and metrics count it as nginx does."""
+
+    status = 499
+    type = "invalid_request_error"
+    code = "client_closed_request"
+
+
 class RateLimited(ProxyError):
     """Every candidate is out of quota or cooling down (ours), or an upstream said 429."""
 

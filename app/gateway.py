@@ -16,6 +16,7 @@ import contextlib
 import logging
 import queue
 import random
+import sys
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,6 +27,7 @@ from typing import Any, TypeVar
 from app.clients import Client
 from app.config import Config, ModelConfig
 from app.errors import (
+    ClientClosedRequest,
     InvalidRequest,
     ModelNotFound,
     ProxyError,
@@ -70,6 +72,7 @@ class Trace:
     stream_error: str | None = None
     usage: dict[str, Any] | None = None
     client: Client | None = None  # who asked (set by auth): its allowed models and windows
+    client_gone: Callable[[], bool] | None = None  # whether the client has hung up (when the server tells)
 
 
 @dataclass(slots=True)
@@ -115,6 +118,13 @@ class TranscriptAnswer:
     model: ModelConfig
     headers: dict[str, str]
 
+
+# The stream pool's size: no cap of its own. Each of its tasks (a stream's opening, then its reader)
+# belongs to a stream that holds one of the web server's request threads meanwhile, or that its client
+# left while it opened (its connect and read timeouts end it): the server's thread count already bounds
+# them. A cap here could only queue a stream's reader behind streams that last minutes, stalling it with
+# no heartbeat. The pool starts a thread only when none of its threads is idle, and keeps it.
+STREAM_THREADS = sys.maxsize
 
 # Kinds whose front APIs answer a model of another kind with a 400 naming its kind (chat and image
 # keep their 404, as before these kinds existed).
@@ -220,7 +230,7 @@ class Gateway:
             if m.group:
                 self._group_kinds.setdefault(m.group, set()).add(m.kind)
         # Opens upstream streams, and reads them, in the background while the client gets heartbeats.
-        self._opener = ThreadPoolExecutor(max_workers=256, thread_name_prefix="ai-proxy-open")
+        self._streams = ThreadPoolExecutor(max_workers=STREAM_THREADS, thread_name_prefix="ai-proxy-stream")
 
     # --- public entry points -----------------------------------------------------------------
     def chat(self, body: dict[str, Any], trace: Trace) -> ChatAnswer | StreamAnswer:
@@ -248,7 +258,7 @@ class Gateway:
         attempts = self._plan(body, "chat", trace)
         if self._heartbeat <= 0:
             return self._streaming(attempts, self._open(attempts, body))
-        opening = self._opener.submit(self._open, attempts, body)
+        opening = self._streams.submit(self._open, attempts, body)
         try:
             opened = opening.result(timeout=self._heartbeat)
         except TimeoutError:
@@ -315,6 +325,8 @@ class Gateway:
 
     def _plan_for(self, name: str, kind: str, length: int, tokens: int, trace: Trace) -> _Attempts:
         trace.asked = name
+        if trace.client_gone is not None and trace.client_gone():  # it waited in the server's queue
+            raise ClientClosedRequest("The client closed the connection before the request was routed")
         if name:
             self._check_kind(name, kind)
             candidates = self.router.resolve(name, kind)
@@ -583,7 +595,7 @@ class Gateway:
             except BaseException as exc:  # handed to the consumer thread and raised there
                 inbox.put((2, exc))
 
-        self._opener.submit(pump)  # a pooled thread: starting a new one per stream costs ~0.1 ms
+        self._streams.submit(pump)  # a pooled thread: starting a new one per stream costs ~0.1 ms
         while True:
             try:
                 kind, value = inbox.get(timeout=self._heartbeat)

@@ -6,8 +6,10 @@ import itertools
 import logging
 import os
 import re
+import socket
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from flask import Flask, Response, g, request
@@ -93,6 +95,9 @@ def install(app: Flask) -> None:
         incoming = request.headers.get("X-Request-ID", "")
         g.request_id = incoming if _REQUEST_ID.fullmatch(incoming) else new_request_id()
         g.trace = Trace()
+        sock = request.environ.get("gunicorn.socket")
+        if sock is not None:
+            g.trace.client_gone = partial(client_gone, sock)
         if request.endpoint in public:
             return None
         client = clients.anonymous if clients.open else _identify(clients)
@@ -135,6 +140,21 @@ def install(app: Flask) -> None:
             exc_info=error,
         )
         return error_response(ProxyError("The proxy hit an internal error; it has been logged."))
+
+
+def client_gone(sock: socket.socket) -> bool:
+    """Whether the client has closed its connection, e.g. while its request waited for a thread: with
+    the request read, a read that does not wait finds the end of the stream. The gateway asks once,
+    before routing (Trace.client_gone). As for nginx (499), a client that half-closes after sending
+    counts as gone; a TLS socket is not checked."""
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:  # nothing to read: still there
+        return False
+    except ConnectionError:
+        return True
+    except (OSError, ValueError):  # ValueError: a TLS socket takes no flags
+        return False
 
 
 def _identify(clients: Clients) -> Client | None:

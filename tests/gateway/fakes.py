@@ -61,7 +61,8 @@ WORDS = [chunk(role=True), chunk("Hel"), chunk("lo"), chunk(finish="stop"), usag
 class Step:
     """One scripted call: raise `error` at once, else answer `body` (plain) or stream `chunks`, where an
     exception among them is raised at that point and a threading.Event is waited for (the upstream
-    is silent until the test sets it). `gate`: the call waits for it before answering."""
+    is silent until the test sets it), a threading.Barrier too (until that many streams are there; a
+    broken one is raised). `gate`: the call waits for it before answering."""
 
     chunks: list[Any] = field(default_factory=lambda: list(WORDS))
     body: Any = None
@@ -101,6 +102,9 @@ class ScriptedProvider(Provider):
                     raise item
                 if isinstance(item, threading.Event):
                     item.wait(30)
+                    continue
+                if isinstance(item, threading.Barrier):
+                    item.wait()
                     continue
                 yield dict(item)
 
