@@ -3,8 +3,11 @@ runs with `bash bench/run --capacity`, never under pytest."""
 
 from __future__ import annotations
 
+import asyncio
+
 from app.config import parse_config
-from bench import capacity, swarm
+from bench import capacity, procs, swarm
+from bench.__main__ import CHAT
 
 
 def test_capacity_config_is_valid_and_limits_the_model_and_the_client() -> None:
@@ -63,3 +66,19 @@ def test_admitted_counts_per_model_and_client_against_the_limits() -> None:
     assert found["exact"] is True
     assert found["refused"] == {"429 rate_limit_exceeded": 1}
     assert found["admitted_per_client"] == {"capped": capacity.CLIENT_LIMIT, "admin": capacity.MODEL_LIMIT}
+
+
+def test_swarm_streams_and_requests_against_the_fake(tmp_path) -> None:
+    port = procs.free_port()
+    fake = procs.start_fake(port, tmp_path / "fake.log")
+    try:
+        stream = capacity.direct_spec(port, f"{CHAT}?chunks=3&delay_ms=20", stream=True)
+        job = {"kind": "streams", "streams": [stream, {**stream, "start": 0.05}], "timeout": 10}
+        got = asyncio.run(swarm.run(job))["streams"]
+        assert [r["done"] for r in got] == [True, True] and not any(r["error"] for r in got)
+        assert all(0 < r["first_byte"] <= r["first_content"] for r in got)
+        assert [r["heartbeats"] for r in got] == [0, 0]
+        plain = asyncio.run(swarm.run({"kind": "requests", "requests": [capacity.direct_spec(port, CHAT)]}))
+        assert [answer[:2] for answer in plain["requests"]] == [[200, ""]]
+    finally:
+        procs.stop(fake)
