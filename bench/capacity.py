@@ -33,6 +33,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import redis
 import yaml
 
 from app.config import ServerConfig
@@ -203,7 +204,9 @@ class Capacity:
             procs.stop(proc)
 
     # --- 1. streams ---------------------------------------------------------------------------
-    def stream_job(self, port: int, ramp: float, models: tuple[str, str] | None) -> dict[str, Any]:
+    def stream_job(
+        self, port: int, ramp: float, models: tuple[str, str] | None, key: str = CLIENT_KEY
+    ) -> dict[str, Any]:
         """N streams to the fake directly (`models` None) or through a proxy asking for `models`
         (ordinary, slow), opened over `ramp` seconds."""
         streams = []
@@ -211,7 +214,7 @@ class Capacity:
             if models is None:
                 spec = direct_spec(self.fake_port, CHAT + stream_query(self.args.seconds, slow), True)
             else:
-                spec = proxied_spec(port, models[slow], stream=True)
+                spec = proxied_spec(port, models[slow], stream=True, key=key)
             streams.append({**spec, "start": ramp * i / self.n})
         return {"kind": "streams", "streams": streams, "timeout": self.args.seconds + STREAM_SLACK}
 
@@ -261,7 +264,7 @@ class Capacity:
             self.log(f"instances: skipped, no Redis at {url}")
             return
         flush_redis(url)
-        db = int(url.rsplit("/", 1)[1]) if url.rsplit("/", 1)[1].isdigit() else 0
+        db = redis.Redis.from_url(url).connection_pool.connection_kwargs.get("db", 0)
         servers = [self.gunicorn(f"instance-{i}", 2, url) for i in range(INSTANCES)]
         try:
             asks = [(CLIENT_KEY, "cap/limited")] * (BURST // 2)
@@ -345,14 +348,9 @@ class Capacity:
             self.warm_up(proxied_spec(port, "cap/stream", key=LITELLM_KEY))
             pids = [proc.pid, *procs.children(proc.pid)]
             idle, cpu = sum(procs.rss_mib(p) for p in pids), procs.cpu_seconds(pids)
-            normal = [False] * self.n
-            streams = [
-                {**proxied_spec(port, "cap/stream", stream=True, key=LITELLM_KEY), "start": 0.0}
-                for _ in range(self.n)
-            ]
-            job = {"kind": "streams", "streams": streams, "timeout": self.args.seconds + STREAM_SLACK}
+            job = self.stream_job(port, 0.0, ("cap/stream", "cap/stream"), LITELLM_KEY)  # no slow ones
             result, peak = self.swarm("litellm", job, pids)
-            row = stream_summary(result["streams"], normal)
+            row = stream_summary(result["streams"], [False] * self.n)
             row.update(worker_usage(idle, peak, procs.cpu_seconds(pids) - cpu, self.n))
             row["startup_s"] = round(startup, 1)
             direct = self.results.get("streams", {}).get("at_once", {}).get("direct")
@@ -532,6 +530,9 @@ def render(results: dict[str, Any]) -> str:
                 (f"worker RSS per open stream ({label}), MiB", "≤ 1", per_stream, per_stream <= 1),
                 (f"heartbeat gap ({label}), s", f"≤ {HEARTBEAT + 1:g}", beat, beat <= HEARTBEAT + 1),
             ]
+    elif litellm:
+        title = f"{litellm['proxied']['streams']:,} streams opened at once"
+        rows += stream_rows(title, {"direct": None, "proxied": None, "added": None}, litellm)
     trick = results.get("tricklers")
     if trick:
         for part, label in (("none", "nobody trickling"), ("headers", "headers"), ("body", "bodies")):
