@@ -2,6 +2,7 @@
 
     bash bench/run                  # installs nginx/wrk when missing, then this
     .venv/bin/python -m bench [--quick] [--json out.json] [--no-redis] [--no-soak]
+    .venv/bin/python -m bench --capacity [--streams N --seconds S]   # bench/capacity.py
 
 Every proxied number is paired with a direct call to the same fake, measured in the same run (the
 sequential ones interleaved block by block), because the machine is shared and absolute numbers
@@ -418,7 +419,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-soak", action="store_true", help="skip the 100,000-request leak soak")
     parser.add_argument("--json", type=Path, help="also write every number to this file")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (configs, logs)")
+    capacity = parser.add_argument_group("capacity (bench/capacity.py)")
+    capacity.add_argument("--capacity", action="store_true", help="run the capacity scenarios instead")
+    capacity.add_argument("--streams", type=int, default=1000, help="concurrent streams (default 1000)")
+    capacity.add_argument("--seconds", type=int, default=30, help="length of each stream (default 30)")
+    capacity.add_argument("--ramp", type=int, default=10, help="seconds over which the ramp opens them")
+    capacity.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="server env")
+    capacity.add_argument("--litellm", help="a Python with litellm[proxy] installed: compare with it")
+    capacity.add_argument("--only", action="append", choices=("streams", "tricklers", "instances", "litellm"))
+    capacity.add_argument("--redis", default=REDIS_URL, help="Redis for the instances (flushed)")
     args = parser.parse_args(argv)
+    if args.capacity:
+        from bench import capacity as capacity_run
+
+        signal.signal(signal.SIGTERM, _interrupted)
+        return capacity_run.main(args)
     if load.wrk_binary() is None or procs.nginx_binary() is None:
         print("bench needs nginx and wrk: run `bash bench/run`, which installs them", file=sys.stderr)
         return 2

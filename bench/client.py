@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 class Target:
     """POST `body` to `path` on 127.0.0.1:`port` over one kept-alive connection."""
 
-    def __init__(self, port: int, path: str, body: bytes, key: str = "") -> None:
+    def __init__(self, port: int, path: str, body: bytes, key: str = "", timeout: float = 30.0) -> None:
         self.port = port
         self.path = path
         self.body = body
         self.headers = {"Content-Type": "application/json", "Content-Length": str(len(body))}
         if key:
             self.headers["Authorization"] = f"Bearer {key}"
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
 
     def once(self) -> float:
         """Seconds for one request, from sending it to its last byte; raises on a non-200."""

@@ -5,7 +5,8 @@ chunks are spaced in time. One asyncio process, raw protocol, keep-alive.
 
 Behaviour per request, from the query string of the URL the proxy is configured with:
 `latency_ms` (before the answer, or before a stream's first chunk), `chunks` (content chunks of a
-stream, default 100) and `delay_ms` (between chunks, default 0). A body with `"stream": true` gets an
+stream, default 100) and `delay_ms` (between chunks, default 0); `--query` gives defaults for a
+client that builds the URL itself (LiteLLM). A body with `"stream": true` gets an
 SSE stream (chunked transfer encoding, one HTTP chunk per event), anything else the JSON answer.
 """
 
@@ -29,6 +30,7 @@ SSE_HEAD = (
 )
 _events: dict[int, list[bytes]] = {}
 _running: set[asyncio.Task[None]] = set()
+_defaults: dict[str, str] = {}
 
 
 def _framed(chunks: int) -> list[bytes]:
@@ -66,7 +68,7 @@ class Upstream(asyncio.Protocol):
             body = self.buffer[end + 4 : total]
             self.buffer = self.buffer[total:]
             target = lines[0].split(b" ")[1].decode()
-            query = {k: v[0] for k, v in parse_qs(urlsplit(target).query).items()}
+            query = {**_defaults, **{k: v[0] for k, v in parse_qs(urlsplit(target).query).items()}}
             stream = b'"stream"' in body and bool(orjson.loads(body).get("stream"))
             latency = float(query.get("latency_ms", 0)) / 1000.0
             if not stream and not latency:
@@ -104,7 +106,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument(
+        "--query", default="", help="defaults for every request, e.g. chunks=30&delay_ms=1000"
+    )
     args = parser.parse_args()
+    _defaults.update((k, v[0]) for k, v in parse_qs(args.query).items())
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()

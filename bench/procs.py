@@ -53,6 +53,14 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
+def threads(pid: int) -> int:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    return 0
+
+
 def wait_port(port: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -77,10 +85,10 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: floa
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def start_fake(port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_fake(port: int, log: Path, query: str = "") -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.fake", "--port", str(port)],
+            [sys.executable, "-m", "bench.fake", "--port", str(port), "--query", query],
             cwd=REPO,
             stdout=out,
             stderr=subprocess.STDOUT,
