@@ -17,9 +17,11 @@ RedisClusterStorage runs the same scripts on a Redis Cluster: with every quota k
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
+from collections import deque
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 
@@ -55,6 +57,7 @@ T = TypeVar("T")
 USAGE_FIELDS = ("r", "p", "c")  # requests, prompt tokens, completion tokens
 KEY_TTL_MS = 2 * 86400 * 1000  # longer than any window; idle models' keys expire (rests: longer)
 MAX_CONNECTIONS = 64  # per process; a reservation holds one for a single round trip
+POOL_WAIT_SECONDS = 1.0  # the longest a request waits for a free connection
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}  # ours: redis-py's own
 # What a client raises when storage fails: redis-py's cluster client also raises errors (no node
 # reachable, a slot no node serves) outside RedisError.
@@ -610,7 +613,9 @@ class RedisStorage(Storage):
         self._indexed: set[str] = set()  # fingerprints of pools whose index the scripts have built
         self._down = False
         self._state_lock = threading.Lock()  # only taken when Redis fails or recovers
-        self._local = threading.local()  # each thread's own connection for the scripts
+        # Connections for the scripts (see _script): at most MAX_CONNECTIONS, however many threads.
+        self._idle: deque[redis.Connection] = deque()
+        self._free = threading.BoundedSemaphore(MAX_CONNECTIONS)
 
     @classmethod
     def from_url(cls, url: str, namespace: str = "ai-proxy") -> RedisStorage:
@@ -619,7 +624,7 @@ class RedisStorage(Storage):
         pool = redis.BlockingConnectionPool.from_url(
             url,
             max_connections=MAX_CONNECTIONS,
-            timeout=1.0,
+            timeout=POOL_WAIT_SECONDS,
             socket_timeout=1.0,
             socket_connect_timeout=1.0,
             retry=Retry(NoBackoff(), 1),
@@ -792,30 +797,44 @@ class RedisStorage(Storage):
         return f"{self._prefix}:clog:{client.id}", f"{self._prefix}:cwin:{client.id}"
 
     def _script(self, script: Script, keys: list[str], args: list[Any]) -> Any:
-        """EVALSHA over this thread's own connection, the one round trip a request needs.
+        """EVALSHA over a connection of our own, the one round trip a request needs.
 
         Through the client, every command checks a connection out of the pool and back in (a
         queue, a probe for unread data that costs three syscalls, metrics bookkeeping): ~70 us of
-        CPU even for a PING, and each syscall hands the GIL to another thread under load. A thread
-        owns its connection, so none of that is needed; like the client, a connection error or
-        timeout drops the connection and the command is tried once more on a new one. (So a worker
-        holds one connection per thread that has reserved: its request threads and stream openers,
-        rather than at most MAX_CONNECTIONS from the pool.)"""
-        conn = getattr(self._local, "conn", None)
-        if conn is None or conn.pid != os.getpid():  # none yet, or inherited across a fork
-            pool = self._redis.connection_pool
-            conn = self._local.conn = pool.connection_class(**pool.connection_kwargs)
-        for attempt in (1, 2):
-            try:
-                conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
-                return conn.read_response()
-            except NoScriptError:  # the server lost its scripts (restart, SCRIPT FLUSH)
-                return script(keys, args)  # loads it and runs it through the client
-            except (RedisConnectionError, RedisTimeoutError):
-                conn.disconnect()
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        CPU even for a PING, and each syscall hands the GIL to another thread under load. A script
+        always reads its whole answer, so a connection handed back is clean and none of that is
+        needed: a semaphore bounds them to MAX_CONNECTIONS per process (a worker has 1,500 threads;
+        Redis and hosted plans limit clients) and a deque keeps the idle ones. Like the client, a
+        connection error or timeout drops the connection and the command is tried once more on a
+        new one; a thread that finds none free within a second fails as the pool would."""
+        if not self._free.acquire(timeout=POOL_WAIT_SECONDS):
+            raise RedisConnectionError("no free Redis connection")
+        conn = None
+        try:
+            with contextlib.suppress(IndexError):  # none idle
+                conn = self._idle.pop()
+            if conn is None or conn.pid != os.getpid():  # none idle, or inherited across a fork
+                pool = self._redis.connection_pool
+                conn = pool.connection_class(**pool.connection_kwargs)
+            for attempt in (1, 2):
+                try:
+                    try:
+                        conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                        return conn.read_response()
+                    except NoScriptError:  # the server lost its scripts (restart, SCRIPT FLUSH)
+                        conn.send_command("SCRIPT", "LOAD", script.script)
+                        conn.read_response()
+                        conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                        return conn.read_response()
+                except (RedisConnectionError, RedisTimeoutError):
+                    conn.disconnect()
+                    if attempt == 2:
+                        raise
+            raise AssertionError("unreachable")
+        finally:
+            if conn is not None:
+                self._idle.append(conn)
+            self._free.release()
 
     def _run(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Fail closed while Redis is unreachable, with one warning per outage."""
@@ -850,7 +869,7 @@ class RedisClusterStorage(RedisStorage):
             f"{CLUSTER_SCHEMES[scheme]}://{rest}",
             connection_pool_class=redis.BlockingConnectionPool,
             max_connections=MAX_CONNECTIONS,
-            timeout=1.0,
+            timeout=POOL_WAIT_SECONDS,
             socket_timeout=1.0,
             socket_connect_timeout=1.0,
             retry=Retry(NoBackoff(), 1),  # here: how often a failed command is tried again

@@ -9,10 +9,12 @@ import time
 from collections import Counter
 
 import pytest
+import redis
 
 from app.config import BreakerConfig, RoutingConfig
 from app.errors import RateLimited
 from app.routing import RedisStorage, Router
+from app.routing.redis_storage import MAX_CONNECTIONS
 from tests.routing._race import race
 from tests.routing.conftest import WITHOUT_TLS, FakeClock, model
 
@@ -100,3 +102,35 @@ def test_workers_forked_from_a_preloaded_router_count_every_request(
         worker.join(timeout=10)
     assert admitted == 60
     assert router.snapshot()[0]["windows"][0]["used"] == 60
+
+
+@pytest.mark.redis
+def test_many_threads_share_a_bounded_set_of_redis_connections(redis_url: str, redis_namespace: str) -> None:
+    """A worker runs 1,500 threads: their reservations share at most MAX_CONNECTIONS connections
+    (Redis and hosted plans limit clients), even while reloading lost scripts, and every one of
+    them is still counted."""
+    m = model(requests_per_minute=10_000)
+    name = f"bounded-{redis_namespace}"  # names this storage's connections in CLIENT LIST
+    storage = RedisStorage.from_url(f"{redis_url}?client_name={name}", redis_namespace)
+    router = Router([m], storage, RoutingConfig(), BreakerConfig())
+    redis.Redis.from_url(redis_url).script_flush()  # every thread finds the scripts gone: reloads them
+    threads = 3 * MAX_CONNECTIONS
+    reserved, release = threading.Barrier(threads + 1), threading.Event()
+
+    def one() -> None:  # reserves, then stays alive as a server's thread does
+        router.acquire([m], length=1, tokens=1)
+        reserved.wait()
+        release.wait()
+
+    pool = [threading.Thread(target=one) for _ in range(threads)]
+    for thread in pool:
+        thread.start()
+    try:
+        reserved.wait(timeout=60)
+        opened = [c for c in redis.Redis.from_url(redis_url).client_list() if c["name"] == name]
+    finally:
+        release.set()
+        for thread in pool:
+            thread.join()
+    assert 1 <= len(opened) <= MAX_CONNECTIONS
+    assert router.snapshot()[0]["windows"][0]["used"] == threads
