@@ -297,7 +297,8 @@ class Gateway:
             plan = _Attempts(candidates, attempts.concrete, input_length(batch), estimate, trace)
             reservation, result = self._run(plan, partial(_embed_batch, batch, body))
             counted = estimate if result.prompt_tokens is None else result.prompt_tokens
-            self.router.succeeded(reservation, result.headers, counted)
+            trace.usage = {"prompt_tokens": counted, "total_tokens": counted}  # this batch's, for its client
+            self._succeeded(reservation, result.headers, counted, trace)
             vectors.extend(result.vectors)
             total += counted
         assert reservation is not None  # inputs are never empty (the front API checks)
@@ -310,7 +311,7 @@ class Gateway:
         prompt = body.get("prompt") or ""
         attempts = self._plan_for(str(body.get("model") or ""), TRANSCRIPTION, len(prompt), 0, trace)
         reservation, result = self._run(attempts, lambda p, m: p.transcribe(audio, body))
-        self.router.succeeded(reservation, result.headers, None)
+        self._succeeded(reservation, result.headers, None, trace)
         model = reservation.model
         return TranscriptAnswer(result, model, self.router.ratelimit_headers(model))
 

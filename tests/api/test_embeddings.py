@@ -121,6 +121,14 @@ def test_250_inputs_across_batches_in_order(
     assert len(sent) == calls
 
 
+def test_each_batch_counts_in_the_clients_usage(app_proxy: Proxy, client: openai.OpenAI) -> None:
+    """/v1/usage counts embeddings as the windows do: a request per upstream batch, its tokens."""
+    answer = client.embeddings.create(model="cohere/embed", input=INPUTS)
+    usage = app_proxy.client.get("/v1/usage", headers=app_proxy.auth).get_json()["data"]
+    rows = [(r["model"], r["requests"], r["prompt_tokens"], r["completion_tokens"]) for r in usage]
+    assert rows == [("cohere/embed", 3, answer.usage.prompt_tokens, 0)]
+
+
 def test_batches_are_split_at_the_provider_size(client: openai.OpenAI, fakes: dict[str, Any]) -> None:
     client.embeddings.create(model="cohere/embed", input=INPUTS)
     sizes = [len(r.json["texts"]) for r in fakes["cohere"].requests_for("embed")]

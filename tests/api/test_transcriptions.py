@@ -103,6 +103,13 @@ def test_groq_json(client: openai.OpenAI, groq: FakeOpenAITranscription) -> None
     assert int(sent.headers["Content-Length"]) == len(sent.body)  # streamed with a length, not chunked
 
 
+def test_counts_in_the_clients_usage(app_proxy: Proxy, client: openai.OpenAI) -> None:
+    for _ in range(2):
+        client.audio.transcriptions.create(model="groq/whisper", file=("note.wav", AUDIO, "audio/wav"))
+    usage = app_proxy.client.get("/v1/usage", headers=app_proxy.auth).get_json()["data"]
+    assert [(r["model"], r["requests"], r["prompt_tokens"]) for r in usage] == [("groq/whisper", 2, 0)]
+
+
 @pytest.mark.parametrize("fmt", ["text", "srt", "vtt"])
 def test_groq_text_formats_pass_through(client: openai.OpenAI, fmt: str) -> None:
     answer = client.audio.transcriptions.create(
