@@ -25,7 +25,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 from statistics import median
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -75,6 +75,25 @@ def bench_config(nginx: int, fake: int) -> dict[str, Any]:
         }
     )
     return {"models": models}
+
+
+class Upstreams(NamedTuple):
+    nginx: subprocess.Popen
+    fake: subprocess.Popen
+    nginx_port: int
+    fake_port: int
+    config: Path
+
+
+def start_upstreams(work: Path) -> Upstreams:
+    """nginx (the static answer) and the fake on free ports, and a config.yaml of bench_config over
+    them in `work`: what the A/B commands start before each checkout's gunicorn."""
+    nginx_port, fake_port = procs.free_port(), procs.free_port()
+    nginx = procs.start_nginx(nginx_port, work, payloads.COMPLETION_BYTES)
+    fake = procs.start_fake(fake_port, work / "fake.log")
+    config = work / "config.yaml"
+    config.write_text(yaml.safe_dump(bench_config(nginx_port, fake_port), sort_keys=False))
+    return Upstreams(nginx, fake, nginx_port, fake_port, config)
 
 
 def ms(seconds: float) -> float:

@@ -18,10 +18,8 @@ import tempfile
 from pathlib import Path
 from statistics import median
 
-import yaml
-
 from bench import client, load, payloads, procs
-from bench.__main__ import CHAT, CLIENT_KEY, STREAM_CHUNKS, bench_config
+from bench.__main__ import CHAT, CLIENT_KEY, STREAM_CHUNKS, start_upstreams
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,11 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--storage", default="memory")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="ai-proxy-ab-"))
-    nginx_port, fake_port = procs.free_port(), procs.free_port()
-    nginx = procs.start_nginx(nginx_port, work, payloads.COMPLETION_BYTES)
-    fake = procs.start_fake(fake_port, work / "fake.log")
-    config = work / "config.yaml"
-    config.write_text(yaml.safe_dump(bench_config(nginx_port, fake_port), sort_keys=False))
+    nginx, fake, nginx_port, fake_port, config = start_upstreams(work)
     env = {"AI_PROXY_API_KEYS": CLIENT_KEY}
     if args.storage != "memory":
         env["AI_PROXY_STORAGE"] = args.storage

@@ -59,7 +59,7 @@ def serve(tree: str, requests: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from bench import payloads, procs
-    from bench.__main__ import CLIENT_KEY, bench_config
+    from bench.__main__ import CLIENT_KEY, start_upstreams
 
     parser = argparse.ArgumentParser(prog="python -m bench.instructions")
     parser.add_argument("a", type=Path, help="checkout A (the baseline)")
@@ -69,14 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind not found: apt-get install valgrind")
-    import yaml
-
     work = Path(tempfile.mkdtemp(prefix="ai-proxy-instructions-"))
-    nginx_port, fake_port = procs.free_port(), procs.free_port()
-    nginx = procs.start_nginx(nginx_port, work, payloads.COMPLETION_BYTES)
-    fake = procs.start_fake(fake_port, work / "fake.log")
-    config = work / "config.yaml"
-    config.write_text(yaml.safe_dump(bench_config(nginx_port, fake_port), sort_keys=False))
+    nginx, fake, _, _, config = start_upstreams(work)
     (work / "body.json").write_bytes(payloads.request_body("bench/fast"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("AI_PROXY_")}
     env.update(
