@@ -32,7 +32,7 @@ import orjson
 from app.config import HttpConfig, ModelConfig
 from app.errors import InvalidRequest, ProxyError
 from app.http import SessionPool
-from app.providers import OPENAI_EMBEDDINGS, cloudflare, embedding_batch, embedding_shape
+from app.providers import OPENAI_EMBEDDINGS, cloudflare, embedding_batch, embedding_shape, gemini
 from app.providers.base import (
     MAX_ERROR_BODY,
     ChunkStream,
@@ -42,7 +42,6 @@ from app.providers.base import (
     UpstreamRequest,
     bearer_headers,
 )
-from app.providers.gemini import gemini_error
 from app.providers.gigachat import GigaChat
 from app.providers.shape import (
     TRANSLATION_ERRORS,
@@ -182,7 +181,7 @@ def parse_error(
     shape: str, status: int, body: bytes, headers: Mapping[str, str], model_name: str
 ) -> ProxyError:
     if shape == "gemini":
-        return gemini_error(status, body, headers, model_name)
+        return gemini.gemini_error(status, body, headers, model_name)
     if shape == "cloudflare":
         return cloudflare.parse_error(status, body, headers, model_name)
     return error_for_status(status, openai_error_message(body), model_name, headers)
@@ -190,19 +189,14 @@ def parse_error(
 
 def endpoint(model: ModelConfig, shape: str) -> str:
     if shape == "gemini":
-        return f"{model.url.rstrip('/')}/{model.upstream_model.removeprefix('models/')}:batchEmbedContents"
+        return f"{gemini.model_url(model)}:batchEmbedContents"
     if shape == "cloudflare":
         return cloudflare.run_url(model)
     return model.url
 
 
 def request_headers(model: ModelConfig, shape: str) -> dict[str, str]:
-    if shape != "gemini":
-        return bearer_headers(model)[0]
-    headers = {"Content-Type": "application/json", **model.headers}
-    if model.token:
-        headers["x-goog-api-key"] = model.token
-    return headers
+    return gemini.key_headers(model) if shape == "gemini" else bearer_headers(model)[0]
 
 
 # --- the adapter ----------------------------------------------------------------------------
