@@ -274,10 +274,9 @@ class GigaChatEmbeddings(GigaChat):
                 param="dimensions",
             )
         payload = orjson.dumps({"model": self.model.upstream_model, "input": texts(inputs, self.model)})
-        headers = {"Content-Type": "application/json", "Accept": "application/json", **self.model.headers}
         try:
             request = UpstreamRequest(
-                self.embeddings_url, payload, {**headers, "Authorization": f"Bearer {self.token.get()}"}
+                self.embeddings_url, payload, {**self._headers, "Authorization": f"Bearer {self.token.get()}"}
             )
             with self._post(request, stream=False) as response:
                 if response.status_code >= 400:
