@@ -106,11 +106,16 @@ def cohere_request(inputs: Sequence[Any], body: Mapping[str, Any], model: ModelC
     return payload
 
 
-def cloudflare_request(inputs: Sequence[Any], body: Mapping[str, Any], model: ModelConfig) -> dict[str, Any]:
+def refuse_dimensions(body: Mapping[str, Any], model: ModelConfig) -> None:
+    """For models that make vectors of one size only."""
     if body.get("dimensions") is not None:
         raise InvalidRequest(
             f"Model {model.name} makes vectors of one size: 'dimensions' is not supported", param="dimensions"
         )
+
+
+def cloudflare_request(inputs: Sequence[Any], body: Mapping[str, Any], model: ModelConfig) -> dict[str, Any]:
+    refuse_dimensions(body, model)
     return {"text": texts(inputs, model)}
 
 
@@ -177,6 +182,19 @@ SHAPES: dict[str, tuple[Build, Parse]] = {
 }
 
 
+def checked_answer(
+    parse: Parse, content: bytes, inputs: int, model_name: str
+) -> tuple[list[list[float]], int | None]:
+    """`parse` of the answer body, one vector per input; the error boundary: never a 500, never the body."""
+    try:
+        vectors, tokens = parse(orjson.loads(content), model_name)
+        if len(vectors) != inputs:
+            raise MalformedAnswer("the answer has a different number of embeddings than inputs")
+    except TRANSLATION_ERRORS as exc:
+        raise malformed(model_name, cause=exc) from None
+    return vectors, tokens
+
+
 def parse_error(
     shape: str, status: int, body: bytes, headers: Mapping[str, str], model_name: str
 ) -> ProxyError:
@@ -236,12 +254,7 @@ class EmbeddingProvider(Provider):
                 head = response.error_body(MAX_ERROR_BODY)
                 raise parse_error(self.shape, response.status_code, head, response.headers, name)
             content = response.read()
-        try:
-            vectors, tokens = self._parse(orjson.loads(content), name)
-            if len(vectors) != len(inputs):
-                raise MalformedAnswer("the answer has a different number of embeddings than inputs")
-        except TRANSLATION_ERRORS as exc:  # the error boundary: never a 500, never the body
-            raise malformed(name, cause=exc) from None
+        vectors, tokens = checked_answer(self._parse, content, len(inputs), name)
         return Embeddings(vectors, tokens, response.headers)
 
 
@@ -268,11 +281,7 @@ class GigaChatEmbeddings(GigaChat):
         raise InvalidRequest(f"Model {self.model.name} is an embedding model, not chat", param="model")
 
     def embed(self, inputs: list[Any], body: dict[str, Any]) -> Embeddings:
-        if body.get("dimensions") is not None:
-            raise InvalidRequest(
-                f"Model {self.model.name} makes vectors of one size: 'dimensions' is not supported",
-                param="dimensions",
-            )
+        refuse_dimensions(body, self.model)
         payload = orjson.dumps({"model": self.model.upstream_model, "input": texts(inputs, self.model)})
         try:
             request = UpstreamRequest(
@@ -285,10 +294,5 @@ class GigaChatEmbeddings(GigaChat):
                 content, answer_headers = response.read(), response.headers
         except ProxyError as exc:
             raise self._redacted(exc) from None
-        try:
-            vectors, tokens = gigachat_answer(orjson.loads(content), self.model.name)
-            if len(vectors) != len(inputs):
-                raise MalformedAnswer("the answer has a different number of embeddings than inputs")
-        except TRANSLATION_ERRORS as exc:  # the error boundary: never a 500, never the body
-            raise malformed(self.model.name, cause=exc) from None
+        vectors, tokens = checked_answer(gigachat_answer, content, len(inputs), self.model.name)
         return Embeddings(vectors, tokens, answer_headers)
