@@ -166,9 +166,7 @@ def cohere_answer(data: Any, model_name: str) -> tuple[list[list[float]], int | 
 
 
 def cloudflare_answer(data: Any, model_name: str) -> tuple[list[list[float]], int | None]:
-    if isinstance(data, dict) and data.get("success") is False:
-        raise cloudflare.envelope_error(502, data, model_name, {})
-    result = expect(expect(data, dict, "answer").get("result"), dict, "result")
+    result = cloudflare.envelope_result(data, model_name)
     return [vector(item) for item in expect(result.get("data"), list, "result.data")], None
 
 
