@@ -35,6 +35,7 @@ from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from app.config import CLUSTER_SCHEMES
 from app.errors import ServiceUnavailable
 from app.routing.storage import (
     NO_REST,
@@ -58,7 +59,6 @@ USAGE_FIELDS = ("r", "p", "c")  # requests, prompt tokens, completion tokens
 KEY_TTL_MS = 2 * 86400 * 1000  # longer than any window; idle models' keys expire (rests: longer)
 MAX_CONNECTIONS = 64  # per process; a reservation holds one for a single round trip
 POOL_WAIT_SECONDS = 1.0  # the longest a request waits for a free connection
-CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}  # ours: redis-py's own
 # What a client raises when storage fails: redis-py's cluster client also raises errors (no node
 # reachable, a slot no node serves) outside RedisError.
 STORAGE_ERRORS = (RedisError, RedisClusterException)
