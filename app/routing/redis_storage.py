@@ -816,21 +816,10 @@ class RedisStorage(Storage):
             if conn is None or conn.pid != os.getpid():  # none idle, or inherited across a fork
                 pool = self._redis.connection_pool
                 conn = pool.connection_class(**pool.connection_kwargs)
-            for attempt in (1, 2):
-                try:
-                    try:
-                        conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
-                        return conn.read_response()
-                    except NoScriptError:  # the server lost its scripts (restart, SCRIPT FLUSH)
-                        conn.send_command("SCRIPT", "LOAD", script.script)
-                        conn.read_response()
-                        conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
-                        return conn.read_response()
-                except (RedisConnectionError, RedisTimeoutError):
-                    conn.disconnect()
-                    if attempt == 2:
-                        raise
-            raise AssertionError("unreachable")
+            try:
+                return _evalsha(conn, script, keys, args)
+            except (RedisConnectionError, RedisTimeoutError):  # dropped: once more, reconnected
+                return _evalsha(conn, script, keys, args)
         finally:
             if conn is not None:
                 self._idle.append(conn)
@@ -890,6 +879,23 @@ class RedisClusterStorage(RedisStorage):
             namespace=f"{self._ns}:breaker:{name}",
             cluster_mode=True,  # its keys may sit in different slots: no WATCH/MULTI across them
         )
+
+
+def _evalsha(conn: redis.Connection, script: Script, keys: list[str], args: list[Any]) -> Any:
+    """The script's answer on `conn`, loaded first if the server lost it (restart, SCRIPT FLUSH).
+    A connection error or timeout drops the connection (reconnected on its next use)."""
+    try:
+        try:
+            conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            return conn.read_response()
+        except NoScriptError:
+            conn.send_command("SCRIPT", "LOAD", script.script)
+            conn.read_response()
+            conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            return conn.read_response()
+    except (RedisConnectionError, RedisTimeoutError):
+        conn.disconnect()
+        raise
 
 
 def _state(row: list[Any]) -> SlotState:
