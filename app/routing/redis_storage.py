@@ -58,7 +58,9 @@ T = TypeVar("T")
 USAGE_FIELDS = ("r", "p", "c")  # requests, prompt tokens, completion tokens
 KEY_TTL_MS = 2 * 86400 * 1000  # longer than any window; idle models' keys expire (rests: longer)
 MAX_CONNECTIONS = 64  # per process; a reservation holds one for a single round trip
-POOL_WAIT_SECONDS = 1.0  # the longest a request waits for a free connection
+# The longest a request waits for a free connection. A reservation holds one for a single round
+# trip, so a wait this long means a starved worker or a hung Redis, not a busy one: then 503.
+POOL_WAIT_SECONDS = 5.0
 # What a client raises when storage fails: redis-py's cluster client also raises errors (no node
 # reachable, a slot no node serves) outside RedisError.
 STORAGE_ERRORS = (RedisError, RedisClusterException)

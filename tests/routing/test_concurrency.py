@@ -142,5 +142,7 @@ def test_many_threads_share_a_bounded_set_of_redis_connections(redis_url: str, r
         release.set()
         for thread in pool:
             thread.join()
-    assert 1 <= len(opened) <= MAX_CONNECTIONS
+    # The scripts' connections (at most MAX_CONNECTIONS) and the client's own pool (breakers,
+    # snapshots; also at most MAX_CONNECTIONS) carry the name; one per thread would be 192 more.
+    assert 1 <= len(opened) <= 2 * MAX_CONNECTIONS
     assert router.snapshot()[0]["windows"][0]["used"] == threads
