@@ -291,15 +291,14 @@ class Route:
 
     __slots__ = ("adapter", "headers", "path", "pool", "request", "verify")
 
-    def __init__(self, session: requests.Session, url: str) -> None:
+    def __init__(self, session: requests.Session, url: str, verify: bool | str) -> None:
         request = requests.Request("POST", url).prepare()
-        settings = session.merge_environment_settings(request.url, {}, None, None, None)
         self.request = request
         self.adapter: HTTPAdapter = session.get_adapter(request.url)  # type: ignore[assignment]
-        self.verify = settings["verify"]
+        self.verify = verify  # the session's, or the environment's CA bundle
         self.path = request.path_url
         self.headers = {k: v for k, v in session.headers.items() if v is not None}
-        self.pool = self.fetch_pool()
+        self.fetch_pool()
 
     def fetch_pool(self) -> urllib3.HTTPConnectionPool:
         """The adapter's pool for this URL (again after the pool manager closed an old one)."""
@@ -401,7 +400,7 @@ class Transport:
             settings = session.merge_environment_settings(url, {}, None, None, None)
             netrc = session.trust_env and get_netrc_auth(url)
             if not select_proxy(url, settings["proxies"]) and not netrc:
-                route = Route(session, url)
+                route = Route(session, url, settings["verify"])
         self._routes[url] = route
         return route
 
