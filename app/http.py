@@ -291,15 +291,14 @@ class Route:
 
     __slots__ = ("adapter", "headers", "path", "pool", "request", "verify")
 
-    def __init__(self, session: requests.Session, url: str) -> None:
+    def __init__(self, session: requests.Session, url: str, verify: bool | str) -> None:
         request = requests.Request("POST", url).prepare()
-        settings = session.merge_environment_settings(request.url, {}, None, None, None)
         self.request = request
         self.adapter: HTTPAdapter = session.get_adapter(request.url)  # type: ignore[assignment]
-        self.verify = settings["verify"]
+        self.verify = verify  # the session's, or the environment's CA bundle
         self.path = request.path_url
         self.headers = {k: v for k, v in session.headers.items() if v is not None}
-        self.pool = self.fetch_pool()
+        self.fetch_pool()
 
     def fetch_pool(self) -> urllib3.HTTPConnectionPool:
         """The adapter's pool for this URL (again after the pool manager closed an old one)."""
@@ -401,7 +400,7 @@ class Transport:
             settings = session.merge_environment_settings(url, {}, None, None, None)
             netrc = session.trust_env and get_netrc_auth(url)
             if not select_proxy(url, settings["proxies"]) and not netrc:
-                route = Route(session, url)
+                route = Route(session, url, settings["verify"])
         self._routes[url] = route
         return route
 
@@ -426,29 +425,19 @@ class UpstreamResponse:
         """The whole (decoded) body. Raises UpstreamError beyond the cap, UpstreamTimeout past the
         deadline; the connection goes back to the pool when the body was read to its end."""
         raw = self.raw
-        cap = self._transport.http.max_response_bytes
-        try:
-            length = raw.length_remaining
-            if length is not None and "content-encoding" not in raw.headers:
-                if length > cap:
-                    raise self._too_large()
+        length = raw.length_remaining
+        if length is None or "content-encoding" in raw.headers:
+            data = b"".join(self._chunks())
+        else:
+            if length > self._transport.http.max_response_bytes:
+                self.close()
+                raise self._too_large()
+            try:
                 data = raw.read()  # one read, as long as the header said
-            else:
-                parts: list[bytes] = []
-                left = cap
-                while chunk := raw.read1(READ_SIZE, decode_content=True):
-                    left -= len(chunk)
-                    if left < 0:
-                        raise self._too_large()
-                    parts.append(chunk)
-                data = b"".join(parts)
-        except TRANSPORT_ERRORS as exc:
-            raise self._failed(exc) from None
-        except UpstreamError:
-            self.close()
-            raise
-        if self._deadline.expired:  # a close-delimited body cut by the watchdog looks complete
-            raise self._failed(TimeoutError())
+            except TRANSPORT_ERRORS as exc:
+                raise self._failed(exc) from None
+            if self._deadline.expired:
+                raise self._failed(TimeoutError())
         self._transport.watchdog.disarm(self._deadline)
         return data
 
@@ -496,7 +485,7 @@ class UpstreamResponse:
         except UpstreamError:
             self.close()
             raise
-        if self._deadline.expired:
+        if self._deadline.expired:  # a close-delimited body cut by the watchdog looks complete
             raise self._failed(TimeoutError())
 
     def _too_large(self) -> UpstreamError:

@@ -152,11 +152,7 @@ class HttpProvider(Provider):
 
     # --- transport ---------------------------------------------------------------------------
     def complete(self, body: dict[str, Any]) -> Completion:
-        response = self._post(self.build_request(body, stream=False), stream=False)
-        if response.status_code >= 400:
-            raise self.parse_error(
-                response.status_code, response.error_body(MAX_ERROR_BODY), response.headers
-            )
+        response = self._open(body, stream=False)
         content = response.read()
         try:
             return Completion(self.parse_response(orjson.loads(content)), response.headers)
@@ -164,13 +160,18 @@ class HttpProvider(Provider):
             raise malformed(self.model.name, cause=exc) from None
 
     def stream(self, body: dict[str, Any]) -> ChunkStream:
-        response = self._post(self.build_request(body, stream=True), stream=True)
+        response = self._open(body, stream=True)
+        chunks = self.parse_stream(response.events())
+        return ChunkStream(self._guard(chunks, response), response.headers, response.abort)
+
+    def _open(self, body: dict[str, Any], *, stream: bool) -> UpstreamResponse:
+        """The upstream's answer to `body`, whose headers say success; an error answer raises."""
+        response = self._post(self.build_request(body, stream=stream), stream=stream)
         if response.status_code >= 400:
             raise self.parse_error(
                 response.status_code, response.error_body(MAX_ERROR_BODY), response.headers
             )
-        chunks = self.parse_stream(response.events())
-        return ChunkStream(self._guard(chunks, response), response.headers, response.abort)
+        return response
 
     def _post(self, request: UpstreamRequest, *, stream: bool) -> UpstreamResponse:
         return self.transport.post(

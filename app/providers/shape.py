@@ -176,15 +176,16 @@ def usage(
 ) -> dict[str, Any]:
     """OpenAI usage from the upstream's counts (validated; `total` defaults to the sum)."""
     prompt_tokens, completion_tokens = count(prompt), count(completion)
+    cached_tokens, reasoning_tokens = count(cached), count(reasoning)
     out: dict[str, Any] = {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": count(total) or prompt_tokens + completion_tokens,
     }
-    if count(cached):
-        out["prompt_tokens_details"] = {"cached_tokens": count(cached)}
-    if count(reasoning):
-        out["completion_tokens_details"] = {"reasoning_tokens": count(reasoning)}
+    if cached_tokens:
+        out["prompt_tokens_details"] = {"cached_tokens": cached_tokens}
+    if reasoning_tokens:
+        out["completion_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
     return out
 
 
@@ -311,22 +312,10 @@ class Output:
 
     def message(self) -> dict[str, Any]:
         """The `message`: content is null only beside tool calls with no text."""
-        text: list[str] = []
-        reasoning: list[str] = []
-        tool_calls: list[dict[str, Any]] = []
-        for block in self.blocks:
-            if block.kind == TEXT:
-                text.append(block.text)
-            elif block.kind == REASONING:
-                reasoning.append(block.text)
-            else:
-                tool_calls.append(block.tool_call())
-        message: dict[str, Any] = {
-            "role": "assistant",
-            "content": "".join(text) if text or not tool_calls else None,
-        }
+        text, reasoning, tool_calls = self.text, self.reasoning, self.tool_calls
+        message: dict[str, Any] = {"role": "assistant", "content": text if text or not tool_calls else None}
         if reasoning:
-            message["reasoning_content"] = "".join(reasoning)
+            message["reasoning_content"] = reasoning
         if tool_calls:
             message["tool_calls"] = tool_calls
         return message
@@ -366,7 +355,7 @@ class Answer:
         pieces = []
         for position, choice in enumerate(chunk.get("choices") or ()):
             index = choice.get("index", position)
-            output = self.choices.get(index) or self.choice(index)
+            output = self.choice(index)
             pieces += [(index, block, text) for block, text in output.add_delta(choice.get("delta") or {})]
             if choice.get("finish_reason"):
                 output.finish_reason = choice["finish_reason"]
@@ -498,9 +487,9 @@ def _check_choices(body: Any, key: str) -> None:
     if body.get("usage") is not None:
         expect(body["usage"], dict, "usage")
         for field in ("prompt_tokens", "completion_tokens", "total_tokens"):
-            count = body["usage"].get(field)
-            if count is not None and type(count) is not int:
-                expect(count, int, f"usage.{field}")
+            tokens = body["usage"].get(field)
+            if tokens is not None and type(tokens) is not int:
+                expect(tokens, int, f"usage.{field}")
 
 
 def check_completion(body: Any) -> dict[str, Any]:
