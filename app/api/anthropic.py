@@ -53,6 +53,7 @@ ERROR_TYPES = {
     413: "request_too_large",
     429: "rate_limit_error",
 }
+TOOL_CHOICES = {"auto": "auto", "any": "required", "none": "none"}  # and `tool`: the one named
 OVERLOADED = 529  # Anthropic's status when it cannot serve now: here, every candidate is broken
 # Thinking budgets (tokens) up to these bounds ask for low, then medium reasoning effort; above: high.
 EFFORT_BOUNDS = ((4096, "low"), (16384, "medium"))
@@ -219,13 +220,9 @@ def _tool(tool: dict[str, Any], where: str) -> dict[str, Any]:
 def _tool_choice(choice: Any, chat: dict[str, Any]) -> None:
     if not isinstance(choice, dict):
         return
-    kind = choice.get("type")
-    if kind == "auto":
-        chat["tool_choice"] = "auto"
-    elif kind == "any":
-        chat["tool_choice"] = "required"
-    elif kind == "none":
-        chat["tool_choice"] = "none"
+    kind = str(choice.get("type"))
+    if kind in TOOL_CHOICES:
+        chat["tool_choice"] = TOOL_CHOICES[kind]
     elif kind == "tool":
         chat["tool_choice"] = {"type": "function", "function": {"name": str(choice.get("name") or "")}}
     if choice.get("disable_parallel_tool_use") is True:
