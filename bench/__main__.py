@@ -12,7 +12,6 @@ drift. See docs/PERFORMANCE.md for what each row means.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -474,12 +473,9 @@ def main(argv: list[str] | None = None) -> int:
             run.scenario("redis-2w", REDIS_URL, 2, full=False)
     finally:
         run.close()
-    run.results["wall_s"] = round(time.monotonic() - started, 1)
-    if args.json:
-        args.json.write_text(json.dumps(run.results, indent=2) + "\n")
-    from bench.report import render
+    from bench.report import finish, render
 
-    print(render(run.results))
+    finish(run.results, started, args.json, render)
     return 0
 
 

@@ -41,6 +41,7 @@ from bench import procs
 from bench.__main__ import CHAT, CLIENT_KEY, flush_redis, machine, ms, redis_answers
 from bench.client import Target, percentile
 from bench.payloads import request_body
+from bench.report import finish
 
 CAPPED_KEY = "bench-capped-client-key"
 LITELLM_KEY = "sk-bench-litellm-master-key"
@@ -575,10 +576,7 @@ def main(args: argparse.Namespace) -> int:
             getattr(run, name)()
     finally:
         run.close()
-    run.results["wall_s"] = round(time.monotonic() - started, 1)
-    if args.json:
-        args.json.write_text(json.dumps(run.results, indent=2) + "\n")
-    print(render(run.results))
+    finish(run.results, started, args.json, render)
     return 0
 
 

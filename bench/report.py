@@ -8,9 +8,21 @@ from __future__ import annotations
 import json
 import statistics
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+
+def finish(
+    results: dict[str, Any], started: float, path: Path | None, render: Callable[[dict[str, Any]], str]
+) -> None:
+    """A run's end: its wall time, its numbers in `path` (JSON) when given, its table on stdout."""
+    results["wall_s"] = round(time.monotonic() - started, 1)
+    if path:
+        path.write_text(json.dumps(results, indent=2) + "\n")
+    print(render(results))
+
 
 TITLES = {"memory": "memory, 1 worker", "redis": "Redis, 1 worker", "redis-2w": "Redis, 2 workers"}
 

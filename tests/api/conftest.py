@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+import openai
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -35,6 +38,16 @@ class Proxy:
 
     def get(self, path: str):
         return self.client.get(path, headers=self.auth)
+
+
+@contextlib.contextmanager
+def openai_sdk(proxy: Proxy) -> Iterator[openai.OpenAI]:
+    """The official `openai` SDK bound to the proxy's app over httpx's WSGI transport, no retries."""
+    http = httpx.Client(transport=httpx.WSGITransport(app=proxy.app))
+    with openai.OpenAI(
+        base_url="http://proxy.test/v1", api_key=CLIENT_KEY, http_client=http, max_retries=0
+    ) as sdk:
+        yield sdk
 
 
 def flush_logs() -> None:

@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from app.config import ConfigError, parse_config
-from tests.api.conftest import CLIENT_KEY, Proxy
+from tests.api.conftest import CLIENT_KEY, Proxy, openai_sdk
 from tests.fakes import cloudflare as cf_fake
 from tests.fakes import cohere as cohere_fake
 from tests.fakes import gemini as gemini_fake
@@ -92,10 +92,7 @@ def app_proxy(proxy: Callable[..., Proxy], fakes: dict[str, Any]) -> Proxy:
 
 @pytest.fixture
 def client(app_proxy: Proxy) -> Iterator[openai.OpenAI]:
-    http = httpx.Client(transport=httpx.WSGITransport(app=app_proxy.app))
-    with openai.OpenAI(
-        base_url="http://proxy.test/v1", api_key=CLIENT_KEY, http_client=http, max_retries=0
-    ) as sdk:
+    with openai_sdk(app_proxy) as sdk:
         yield sdk
 
 

@@ -8,12 +8,11 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import httpx
 import openai
 import pytest
 
 from app.providers.transcription import StreamedBody, Upload, render
-from tests.api.conftest import CLIENT_KEY, Proxy
+from tests.api.conftest import Proxy, openai_sdk
 from tests.fakes import cloudflare as cf_fake
 from tests.fakes.hostile import HostileServer
 from tests.fakes.transcription import (
@@ -74,10 +73,7 @@ def app_proxy(
 
 @pytest.fixture
 def client(app_proxy: Proxy) -> Iterator[openai.OpenAI]:
-    http = httpx.Client(transport=httpx.WSGITransport(app=app_proxy.app))
-    with openai.OpenAI(
-        base_url="http://proxy.test/v1", api_key=CLIENT_KEY, http_client=http, max_retries=0
-    ) as sdk:
+    with openai_sdk(app_proxy) as sdk:
         yield sdk
 
 

@@ -3,7 +3,6 @@ the hash slot every quota key shares. The shared contract tests run on both thro
 
 from __future__ import annotations
 
-import multiprocessing
 import shutil
 import socket
 import uuid
@@ -17,6 +16,7 @@ from app.errors import ServiceUnavailable
 from app.routing import RedisClusterStorage, RedisStorage, Router, create_storage
 from tests.redis_servers import LocalRedis
 from tests.routing.conftest import FakeClock, model
+from tests.routing.test_concurrency import admitted_in_forked_workers
 
 pytestmark = pytest.mark.redis
 
@@ -138,25 +138,12 @@ def test_scripts_lost_by_the_cluster_are_loaded_again(cluster_url: str, shared_s
     assert router.snapshot()[0]["windows"][0]["used"] == 2
 
 
-def _acquire_in_child(router: Router, m, threads: int, results) -> None:
-    from tests.routing.test_concurrency import hammer
-
-    results.put(len(hammer(router, [m], threads)))
-
-
 def test_workers_forked_from_a_preloaded_cluster_router_share_its_quota(shared_storage) -> None:
     """gunicorn's preload_app builds the router (and its cluster client) once, then forks."""
     m = model(requests_per_minute=1000)
     router = Router([m], shared_storage("cluster"), RoutingConfig(), BreakerConfig())
     router.acquire([m], length=1, tokens=1)  # the parent's client has connected before the fork
-    context = multiprocessing.get_context("fork")
-    results = context.Queue()
-    workers = [context.Process(target=_acquire_in_child, args=(router, m, 20, results)) for _ in range(3)]
-    for worker in workers:
-        worker.start()
-    admitted = sum(results.get(timeout=60) for _ in workers)
-    for worker in workers:
-        worker.join(timeout=10)
+    admitted = admitted_in_forked_workers(router, m)
     assert admitted == 60
     assert router.snapshot()[0]["windows"][0]["used"] == 61
 

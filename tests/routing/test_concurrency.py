@@ -85,6 +85,23 @@ def _acquire_from_threads(router: Router, m, threads: int, results) -> None:
     results.put(len(hammer(router, [m], threads)))
 
 
+def admitted_in_forked_workers(router: Router, m, workers: int = 3, threads: int = 20) -> int:
+    """Fork `workers` processes from `router`, as gunicorn's preload_app does, each hammering it
+    from `threads` threads; how many they admitted in all."""
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    forked = [
+        context.Process(target=_acquire_from_threads, args=(router, m, threads, results))
+        for _ in range(workers)
+    ]
+    for worker in forked:
+        worker.start()
+    admitted = sum(results.get(timeout=60) for _ in forked)
+    for worker in forked:
+        worker.join(timeout=10)
+    return admitted
+
+
 @pytest.mark.redis
 def test_workers_forked_from_a_preloaded_router_count_every_request(
     redis_url: str, redis_namespace: str
@@ -92,14 +109,7 @@ def test_workers_forked_from_a_preloaded_router_count_every_request(
     """gunicorn's preload_app builds the router once and forks it into every worker."""
     m = model(requests_per_minute=1000)
     router = Router([m], RedisStorage.from_url(redis_url, redis_namespace), RoutingConfig(), BreakerConfig())
-    context = multiprocessing.get_context("fork")
-    results = context.Queue()
-    workers = [context.Process(target=_acquire_from_threads, args=(router, m, 20, results)) for _ in range(3)]
-    for worker in workers:
-        worker.start()
-    admitted = sum(results.get(timeout=60) for _ in workers)
-    for worker in workers:
-        worker.join(timeout=10)
+    admitted = admitted_in_forked_workers(router, m)
     assert admitted == 60
     assert router.snapshot()[0]["windows"][0]["used"] == 60
 
