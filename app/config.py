@@ -19,8 +19,9 @@ from app import providers
 log = logging.getLogger("ai_proxy.config")
 
 REASONING_MODES = ("split", "strip", "keep")
-# `storage` URLs: one Redis server (plain, TLS, socket), then any node of a Redis Cluster.
-STORAGE_SCHEMES = ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
+# `storage` URLs: one Redis server (plain, TLS, socket), or any node of a Redis Cluster.
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}  # ours: redis-py's own
+STORAGE_SCHEMES = ("redis://", "rediss://", "unix://", *(f"{scheme}://" for scheme in CLUSTER_SCHEMES))
 SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "config.yaml"  # the one that ships
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -167,7 +168,7 @@ class Config:
         """memory, redis or redis cluster: never the URL, which may hold a password."""
         if self.storage == "memory":
             return "memory"
-        return "redis cluster" if self.storage.startswith(STORAGE_SCHEMES[-2:]) else "redis"
+        return "redis cluster" if self.storage.partition("://")[0] in CLUSTER_SCHEMES else "redis"
 
     def summary(self) -> str:
         """One line: how many models and groups are enabled, and which variables would enable the rest."""

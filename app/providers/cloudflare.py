@@ -210,6 +210,13 @@ def envelope_error(
     return error_for_status(status, message, model_name, headers)
 
 
+def envelope_result(data: Any, model_name: str) -> dict[str, Any]:
+    """The `result` object of a v4 envelope (embeddings, transcriptions); `success: false` raises."""
+    if isinstance(data, dict) and data.get("success") is False:
+        raise envelope_error(502, data, model_name, {})
+    return expect(expect(data, dict, "answer").get("result"), dict, "result")
+
+
 def parse_error(
     status: int, body: bytes, headers: Mapping[str, str], model_name: str, now: float | None = None
 ) -> ProxyError:

@@ -32,7 +32,7 @@ import orjson
 from app.config import HttpConfig, ModelConfig
 from app.errors import InvalidRequest, ProxyError
 from app.http import SessionPool
-from app.providers import OPENAI_EMBEDDINGS, cloudflare, embedding_batch, embedding_shape
+from app.providers import OPENAI_EMBEDDINGS, cloudflare, embedding_batch, embedding_shape, gemini
 from app.providers.base import (
     MAX_ERROR_BODY,
     ChunkStream,
@@ -42,7 +42,6 @@ from app.providers.base import (
     UpstreamRequest,
     bearer_headers,
 )
-from app.providers.gemini import gemini_error
 from app.providers.gigachat import GigaChat
 from app.providers.shape import (
     TRANSLATION_ERRORS,
@@ -107,11 +106,16 @@ def cohere_request(inputs: Sequence[Any], body: Mapping[str, Any], model: ModelC
     return payload
 
 
-def cloudflare_request(inputs: Sequence[Any], body: Mapping[str, Any], model: ModelConfig) -> dict[str, Any]:
+def refuse_dimensions(body: Mapping[str, Any], model: ModelConfig) -> None:
+    """For models that make vectors of one size only."""
     if body.get("dimensions") is not None:
         raise InvalidRequest(
             f"Model {model.name} makes vectors of one size: 'dimensions' is not supported", param="dimensions"
         )
+
+
+def cloudflare_request(inputs: Sequence[Any], body: Mapping[str, Any], model: ModelConfig) -> dict[str, Any]:
+    refuse_dimensions(body, model)
     return {"text": texts(inputs, model)}
 
 
@@ -162,9 +166,7 @@ def cohere_answer(data: Any, model_name: str) -> tuple[list[list[float]], int | 
 
 
 def cloudflare_answer(data: Any, model_name: str) -> tuple[list[list[float]], int | None]:
-    if isinstance(data, dict) and data.get("success") is False:
-        raise cloudflare.envelope_error(502, data, model_name, {})
-    result = expect(expect(data, dict, "answer").get("result"), dict, "result")
+    result = cloudflare.envelope_result(data, model_name)
     return [vector(item) for item in expect(result.get("data"), list, "result.data")], None
 
 
@@ -178,11 +180,24 @@ SHAPES: dict[str, tuple[Build, Parse]] = {
 }
 
 
+def checked_answer(
+    parse: Parse, content: bytes, inputs: int, model_name: str
+) -> tuple[list[list[float]], int | None]:
+    """`parse` of the answer body, one vector per input; the error boundary: never a 500, never the body."""
+    try:
+        vectors, tokens = parse(orjson.loads(content), model_name)
+        if len(vectors) != inputs:
+            raise MalformedAnswer("the answer has a different number of embeddings than inputs")
+    except TRANSLATION_ERRORS as exc:
+        raise malformed(model_name, cause=exc) from None
+    return vectors, tokens
+
+
 def parse_error(
     shape: str, status: int, body: bytes, headers: Mapping[str, str], model_name: str
 ) -> ProxyError:
     if shape == "gemini":
-        return gemini_error(status, body, headers, model_name)
+        return gemini.gemini_error(status, body, headers, model_name)
     if shape == "cloudflare":
         return cloudflare.parse_error(status, body, headers, model_name)
     return error_for_status(status, openai_error_message(body), model_name, headers)
@@ -190,19 +205,14 @@ def parse_error(
 
 def endpoint(model: ModelConfig, shape: str) -> str:
     if shape == "gemini":
-        return f"{model.url.rstrip('/')}/{model.upstream_model.removeprefix('models/')}:batchEmbedContents"
+        return f"{gemini.model_url(model)}:batchEmbedContents"
     if shape == "cloudflare":
         return cloudflare.run_url(model)
     return model.url
 
 
 def request_headers(model: ModelConfig, shape: str) -> dict[str, str]:
-    if shape != "gemini":
-        return bearer_headers(model)[0]
-    headers = {"Content-Type": "application/json", **model.headers}
-    if model.token:
-        headers["x-goog-api-key"] = model.token
-    return headers
+    return gemini.key_headers(model) if shape == "gemini" else bearer_headers(model)[0]
 
 
 # --- the adapter ----------------------------------------------------------------------------
@@ -242,12 +252,7 @@ class EmbeddingProvider(Provider):
                 head = response.error_body(MAX_ERROR_BODY)
                 raise parse_error(self.shape, response.status_code, head, response.headers, name)
             content = response.read()
-        try:
-            vectors, tokens = self._parse(orjson.loads(content), name)
-            if len(vectors) != len(inputs):
-                raise MalformedAnswer("the answer has a different number of embeddings than inputs")
-        except TRANSLATION_ERRORS as exc:  # the error boundary: never a 500, never the body
-            raise malformed(name, cause=exc) from None
+        vectors, tokens = checked_answer(self._parse, content, len(inputs), name)
         return Embeddings(vectors, tokens, response.headers)
 
 
@@ -274,16 +279,11 @@ class GigaChatEmbeddings(GigaChat):
         raise InvalidRequest(f"Model {self.model.name} is an embedding model, not chat", param="model")
 
     def embed(self, inputs: list[Any], body: dict[str, Any]) -> Embeddings:
-        if body.get("dimensions") is not None:
-            raise InvalidRequest(
-                f"Model {self.model.name} makes vectors of one size: 'dimensions' is not supported",
-                param="dimensions",
-            )
+        refuse_dimensions(body, self.model)
         payload = orjson.dumps({"model": self.model.upstream_model, "input": texts(inputs, self.model)})
-        headers = {"Content-Type": "application/json", "Accept": "application/json", **self.model.headers}
         try:
             request = UpstreamRequest(
-                self.embeddings_url, payload, {**headers, "Authorization": f"Bearer {self.token.get()}"}
+                self.embeddings_url, payload, {**self._headers, "Authorization": f"Bearer {self.token.get()}"}
             )
             with self._post(request, stream=False) as response:
                 if response.status_code >= 400:
@@ -292,10 +292,5 @@ class GigaChatEmbeddings(GigaChat):
                 content, answer_headers = response.read(), response.headers
         except ProxyError as exc:
             raise self._redacted(exc) from None
-        try:
-            vectors, tokens = gigachat_answer(orjson.loads(content), self.model.name)
-            if len(vectors) != len(inputs):
-                raise MalformedAnswer("the answer has a different number of embeddings than inputs")
-        except TRANSLATION_ERRORS as exc:  # the error boundary: never a 500, never the body
-            raise malformed(self.model.name, cause=exc) from None
+        vectors, tokens = checked_answer(gigachat_answer, content, len(inputs), self.model.name)
         return Embeddings(vectors, tokens, answer_headers)

@@ -516,20 +516,30 @@ def _pacific() -> tzinfo:
 # --- adapter ----------------------------------------------------------------------------------
 
 
+def model_url(model: ModelConfig) -> str:
+    """The model's own url, `{url}/{model}`, to which a method (`:generateContent`, …) is added."""
+    return f"{model.url.rstrip('/')}/{model.upstream_model.removeprefix('models/')}"
+
+
+def key_headers(model: ModelConfig) -> dict[str, str]:
+    """JSON request headers with the model's extra headers and its key in `x-goog-api-key`."""
+    headers = {"Content-Type": "application/json", **model.headers}
+    if model.token:
+        headers["x-goog-api-key"] = model.token
+    return headers
+
+
 class Gemini(HttpProvider):
     """A Gemini model on AI Studio; `url` is the `.../v1beta/models` base."""
 
     def __init__(self, model: ModelConfig, sessions: SessionPool, http: HttpConfig) -> None:
         super().__init__(model, sessions, http)
-        upstream = model.upstream_model.removeprefix("models/")
-        base = f"{model.url.rstrip('/')}/{upstream}"
+        base = model_url(model)
         self._url = f"{base}:generateContent"
         self._stream_url = f"{base}:streamGenerateContent?alt=sse"
-        headers = {"Content-Type": "application/json", **model.headers}
-        if model.token:
-            headers["x-goog-api-key"] = model.token
-        self._headers = headers
-        self._stream_headers = {**headers, "Accept": "text/event-stream"}
+        self._headers = key_headers(model)
+        self._stream_headers = {**self._headers, "Accept": "text/event-stream"}
+        upstream = model.upstream_model.removeprefix("models/")
         self._signature_fallback = DUMMY_THOUGHT_SIGNATURE if upstream.startswith("gemini-3") else None
 
     def build_request(self, body: dict[str, Any], stream: bool) -> UpstreamRequest:

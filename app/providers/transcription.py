@@ -229,10 +229,7 @@ class TranscriptionProvider(Provider):
                 StreamedBody([audio]), {"Content-Type": audio.content_type or "application/octet-stream"}
             )
         try:
-            data = orjson.loads(content)
-            if isinstance(data, dict) and data.get("success") is False:
-                raise cloudflare.envelope_error(502, data, self.model.name, {})
-            result = expect(expect(data, dict, "answer").get("result"), dict, "result")
+            result = cloudflare.envelope_result(orjson.loads(content), self.model.name)
             rendered, content_type = render(result, response_format, body.get("language"))
         except TRANSLATION_ERRORS as exc:  # the error boundary: never a 500, never the body
             raise malformed(self.model.name, cause=exc) from None

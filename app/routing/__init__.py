@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 
-from app.config import ConfigError
+from app.config import CLUSTER_SCHEMES, ConfigError
 from app.routing.cooldown import Cooldown
 from app.routing.limits import estimate_tokens
 from app.routing.memory import MemoryStorage
-from app.routing.redis_storage import CLUSTER_SCHEMES, STORAGE_ERRORS, RedisClusterStorage, RedisStorage
+from app.routing.redis_storage import STORAGE_ERRORS, RedisClusterStorage, RedisStorage
 from app.routing.router import ClientCharge, Reservation, Router
 from app.routing.storage import ClientPlan, Storage, UsageRow
 

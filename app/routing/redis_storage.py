@@ -35,6 +35,7 @@ from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from app.config import CLUSTER_SCHEMES
 from app.errors import ServiceUnavailable
 from app.routing.storage import (
     NO_REST,
@@ -58,7 +59,6 @@ USAGE_FIELDS = ("r", "p", "c")  # requests, prompt tokens, completion tokens
 KEY_TTL_MS = 2 * 86400 * 1000  # longer than any window; idle models' keys expire (rests: longer)
 MAX_CONNECTIONS = 64  # per process; a reservation holds one for a single round trip
 POOL_WAIT_SECONDS = 1.0  # the longest a request waits for a free connection
-CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}  # ours: redis-py's own
 # What a client raises when storage fails: redis-py's cluster client also raises errors (no node
 # reachable, a slot no node serves) outside RedisError.
 STORAGE_ERRORS = (RedisError, RedisClusterException)
@@ -816,21 +816,10 @@ class RedisStorage(Storage):
             if conn is None or conn.pid != os.getpid():  # none idle, or inherited across a fork
                 pool = self._redis.connection_pool
                 conn = pool.connection_class(**pool.connection_kwargs)
-            for attempt in (1, 2):
-                try:
-                    try:
-                        conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
-                        return conn.read_response()
-                    except NoScriptError:  # the server lost its scripts (restart, SCRIPT FLUSH)
-                        conn.send_command("SCRIPT", "LOAD", script.script)
-                        conn.read_response()
-                        conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
-                        return conn.read_response()
-                except (RedisConnectionError, RedisTimeoutError):
-                    conn.disconnect()
-                    if attempt == 2:
-                        raise
-            raise AssertionError("unreachable")
+            try:
+                return _evalsha(conn, script, keys, args)
+            except (RedisConnectionError, RedisTimeoutError):  # dropped: once more, reconnected
+                return _evalsha(conn, script, keys, args)
         finally:
             if conn is not None:
                 self._idle.append(conn)
@@ -890,6 +879,23 @@ class RedisClusterStorage(RedisStorage):
             namespace=f"{self._ns}:breaker:{name}",
             cluster_mode=True,  # its keys may sit in different slots: no WATCH/MULTI across them
         )
+
+
+def _evalsha(conn: redis.Connection, script: Script, keys: list[str], args: list[Any]) -> Any:
+    """The script's answer on `conn`, loaded first if the server lost it (restart, SCRIPT FLUSH).
+    A connection error or timeout drops the connection (reconnected on its next use)."""
+    try:
+        try:
+            conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            return conn.read_response()
+        except NoScriptError:
+            conn.send_command("SCRIPT", "LOAD", script.script)
+            conn.read_response()
+            conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            return conn.read_response()
+    except (RedisConnectionError, RedisTimeoutError):
+        conn.disconnect()
+        raise
 
 
 def _state(row: list[Any]) -> SlotState:

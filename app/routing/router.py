@@ -336,21 +336,19 @@ class Router:
         with self._best_effort(res, "failure"):
             self._failed(res, error)
 
+    def _best_effort(self, res: Reservation, outcome: str) -> contextlib.AbstractContextManager[None]:
+        what = "record the %s of %s key=%s (%s) in the quota storage"
+        return self._counted(what, outcome, res.model.name, res.key_label, res.id)
+
     @contextlib.contextmanager
-    def _best_effort(self, res: Reservation, outcome: str) -> Iterator[None]:
+    def _counted(self, what: str, *args: object) -> Iterator[None]:
+        """A storage failure inside is counted and logged as "could not <what % args>: <why>"."""
         try:
             yield
         except ServiceUnavailable as exc:
             with self._settle_lock:
                 self._settle_failures += 1
-            log.warning(
-                "could not record the %s of %s key=%s (%s) in the quota storage: %s",
-                outcome,
-                res.model.name,
-                res.key_label,
-                res.id,
-                exc.message,
-            )
+            log.warning(f"could not {what}: %s", *args, exc.message)
 
     def _succeeded(
         self, res: Reservation, headers: Mapping[str, str], used_tokens: int | None, usage: UsageRow | None
@@ -384,22 +382,14 @@ class Router:
         request still counts). Best effort."""
         if not charge.plan.counts_tokens or not charge.tokens:
             return
-        try:
+        with self._counted("refund client %s (%s)", charge.plan.id, charge.id):
             self._storage.settle([Settlement(charge.plan, charge.id, charge.tokens, 0)])
-        except ServiceUnavailable as exc:
-            with self._settle_lock:
-                self._settle_failures += 1
-            log.warning("could not refund client %s (%s): %s", charge.plan.id, charge.id, exc.message)
 
     def record_usage(self, client: str, model: str, usage: Mapping[str, Any] | None) -> None:
         """Count one answered request of `client` on `model` today (UTC), with the prompt and
         completion tokens the upstream reported. Best effort: the answer is already made."""
-        try:
+        with self._counted("record the usage of client %s on %s", client, model):
             self._storage.record_usage(self._usage_row(client, model, usage), self._usage_days)
-        except ServiceUnavailable as exc:
-            with self._settle_lock:
-                self._settle_failures += 1
-            log.warning("could not record the usage of client %s on %s: %s", client, model, exc.message)
 
     def _usage_row(self, client: str, model: str, usage: Mapping[str, Any] | None) -> UsageRow:
         usage = usage or {}
