@@ -128,7 +128,7 @@ STREAM_THREADS = sys.maxsize
 
 # Kinds whose front APIs answer a model of another kind with a 400 naming its kind (chat and image
 # keep their 404, as before these kinds existed).
-KIND_CHECKED = (EMBEDDING, TRANSCRIPTION)
+KIND_CHECKED = frozenset({EMBEDDING, TRANSCRIPTION})
 
 
 def input_length(inputs: list[Any]) -> int:
@@ -343,7 +343,7 @@ class Gateway:
         wanted, or the other way round: a 400 that names its kind."""
         exact = self._model_kinds.get(name)
         kinds = {exact} if exact else self._group_kinds.get(name.upper(), set())
-        if not kinds or kind in kinds or not ({kind} | kinds) & set(KIND_CHECKED):
+        if not kinds or kind in kinds or not ({kind} | kinds) & KIND_CHECKED:
             return
         what = " and ".join(_a(k) for k in sorted(kinds))
         raise InvalidRequest(f"Model '{name}' is {what} model, not {_a(kind)} model", param="model")

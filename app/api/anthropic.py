@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import orjson
-from flask import Blueprint, Response, g
+from flask import Blueprint, Response
 
 from app.api.blocks import (
     BlockClosed,
@@ -23,16 +23,15 @@ from app.api.blocks import (
     close,
     copy_limits,
     estimate_input_tokens,
-    fold_stream,
     new_id,
+    serve,
     usage_or_estimate,
 )
 from app.api.chat import parse_json_object
-from app.api.render import error_shape, json_response, retry_after_header, served_headers, services
+from app.api.render import error_shape, json_response, retry_after_header, services
 from app.api.schema import check_depth, check_fields
 from app.errors import InvalidRequest, ProxyError, ServiceUnavailable
 from app.events import StreamFailed
-from app.gateway import StreamAnswer
 from app.providers.shape import REASONING, TEXT, TOOL_CALL, Answer, Block
 from app.sse import encode_event
 
@@ -54,6 +53,7 @@ ERROR_TYPES = {
     413: "request_too_large",
     429: "rate_limit_error",
 }
+TOOL_CHOICES = {"auto": "auto", "any": "required", "none": "none"}  # and `tool`: the one named
 OVERLOADED = 529  # Anthropic's status when it cannot serve now: here, every candidate is broken
 # Thinking budgets (tokens) up to these bounds ask for low, then medium reasoning effort; above: high.
 EFFORT_BOUNDS = ((4096, "low"), (16384, "medium"))
@@ -220,13 +220,9 @@ def _tool(tool: dict[str, Any], where: str) -> dict[str, Any]:
 def _tool_choice(choice: Any, chat: dict[str, Any]) -> None:
     if not isinstance(choice, dict):
         return
-    kind = choice.get("type")
-    if kind == "auto":
-        chat["tool_choice"] = "auto"
-    elif kind == "any":
-        chat["tool_choice"] = "required"
-    elif kind == "none":
-        chat["tool_choice"] = "none"
+    kind = str(choice.get("type"))
+    if kind in TOOL_CHOICES:
+        chat["tool_choice"] = TOOL_CHOICES[kind]
     elif kind == "tool":
         chat["tool_choice"] = {"type": "function", "function": {"name": str(choice.get("name") or "")}}
     if choice.get("disable_parallel_tool_use") is True:
@@ -364,19 +360,13 @@ def messages() -> Response:
     """`?beta=true`, `anthropic-version` and `anthropic-beta` change nothing we serve."""
     body = parse_json_object()
     chat = to_chat(body)
-    ignored = server_tools(body)
-    estimate = estimate_input_tokens(chat)
     message_id = new_id("msg")
-    state = services()
-    answer = state.gateway.chat(chat, g.trace)
-    if isinstance(answer, StreamAnswer):
-        name = answer.model.name
-        blocks = fold_stream(answer.events, name)
-        events = message_events(blocks, message_id, name, estimate, state.redactor)
-        headers = served_headers(answer, stream=True, ignored_tools=ignored)
-        return Response(events, mimetype="text/event-stream", headers=headers)
-    message = message_from(Answer.from_completion(answer.body), message_id, estimate)
-    return json_response(message, headers=served_headers(answer, ignored_tools=ignored))
+    return serve(
+        chat,
+        server_tools(body),
+        lambda answer, estimate: message_from(answer, message_id, estimate),
+        lambda blocks, model, estimate, redact: message_events(blocks, message_id, model, estimate, redact),
+    )
 
 
 @bp.post("/v1/messages/count_tokens")

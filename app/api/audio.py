@@ -13,7 +13,7 @@ from typing import Any
 from flask import Blueprint, Response, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from app.api.render import services
+from app.api.render import served_headers, services
 from app.errors import InvalidRequest, RequestTooLarge
 from app.providers.transcription import FORMATS, Upload
 
@@ -72,5 +72,4 @@ def transcriptions() -> Response:
     upload, body = read_form(services().config.server.max_audio_bytes)
     answer = services().gateway.transcribe(upload, body, g.trace)
     transcript = answer.transcript
-    headers = {**answer.headers, "X-AI-Proxy-Model": answer.model.name}
-    return Response(transcript.content, content_type=transcript.content_type, headers=headers)
+    return Response(transcript.content, content_type=transcript.content_type, headers=served_headers(answer))

@@ -3,9 +3,9 @@
 Anthropic Messages and OpenAI Responses both describe an answer as an ordered list of blocks
 (reasoning, text, tool calls), each opened, filled and closed in turn. The answer is gathered in the
 providers' one accumulator (`shape.Answer`: a `chat.completion` with `Answer.from_completion`, the
-stream of `app.events` here); this module turns the stream into block events once, so each front only
-renders blocks in its own words. The few request fields both fronts read alike (token limit, sampling,
-ids) and the usage they report are here too.
+stream of `app.events` here); this module turns the stream into block events once and serves the
+answer (`serve`), so each front only renders blocks in its own words. The few request fields both
+fronts read alike (token limit, sampling, ids) and the usage they report are here too.
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from flask import Response, g
 
+from app.api.render import json_response, served_headers, services
 from app.errors import InvalidRequest
 from app.events import Heartbeat, StreamEvent, StreamFailed
-from app.gateway import request_length
+from app.gateway import StreamAnswer, request_length
 from app.providers.shape import Answer, Block
 
 Redact = Callable[[str], str]  # the app's Redactor: no key or token in an error message a front writes
@@ -64,6 +66,26 @@ class Finished:
 
 
 BlockEvent = BlockOpened | BlockDelta | BlockClosed | Finished | Heartbeat | StreamFailed
+# A front's renderers: a whole answer (and the input estimate) as its JSON body; a stream of block
+# events (with the serving model's name, the input estimate and the redactor) as its SSE bytes.
+RenderWhole = Callable[[Answer, int], dict[str, Any]]
+RenderStream = Callable[[Iterator[BlockEvent], str, int, Redact], Iterator[bytes]]
+
+
+def serve(
+    chat: dict[str, Any], ignored_tools: list[str], whole: RenderWhole, stream: RenderStream
+) -> Response:
+    """Route a front's chat request and answer in its words: JSON, or SSE when `chat` streams."""
+    estimate = estimate_input_tokens(chat)
+    state = services()
+    answer = state.gateway.chat(chat, g.trace)
+    if isinstance(answer, StreamAnswer):
+        name = answer.model.name
+        events = stream(fold_stream(answer.events, name), name, estimate, state.redactor)
+        headers = served_headers(answer, stream=True, ignored_tools=ignored_tools)
+        return Response(events, mimetype="text/event-stream", headers=headers)
+    body = whole(Answer.from_completion(answer.body), estimate)
+    return json_response(body, headers=served_headers(answer, ignored_tools=ignored_tools))
 
 
 # --- request fields both fronts share --------------------------------------------------------

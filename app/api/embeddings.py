@@ -9,7 +9,7 @@ from typing import Any
 from flask import Blueprint, Response, g
 
 from app.api.chat import parse_json_object
-from app.api.render import json_response, services
+from app.api.render import json_response, served_headers, services
 from app.errors import InvalidRequest
 
 bp = Blueprint("embeddings", __name__)
@@ -82,5 +82,4 @@ def embeddings() -> Response:
     ]
     usage = {"prompt_tokens": answer.prompt_tokens, "total_tokens": answer.prompt_tokens}
     payload = {"object": "list", "data": data, "model": answer.model.name, "usage": usage}
-    headers = {**answer.headers, "X-AI-Proxy-Model": answer.model.name}
-    return json_response(payload, headers=headers)
+    return json_response(payload, headers=served_headers(answer))

@@ -61,9 +61,13 @@ def list_models() -> Response:
         return Response(current_app.extensions["ai_proxy.models"], mimetype="application/json")
     listing = orjson.loads(current_app.extensions["ai_proxy.models"])
     state = services()
-    kinds = sorted({m.kind for m in state.config.enabled_models})
+    kinds = enabled_kinds(state.config)
     listing["data"] = [e for e in listing["data"] if _may_use(client, state.router, kinds, e["id"])]
     return Response(orjson.dumps(listing), mimetype="application/json")
+
+
+def enabled_kinds(config: Config) -> list[str]:
+    return sorted({m.kind for m in config.enabled_models})
 
 
 def _may_use(client: Client, router: Router, kinds: list[str], name: str) -> bool:
@@ -83,7 +87,7 @@ def get_model(model_id: str) -> Response:
     state = services()
     client = g.trace.client
     if client is not None and client.patterns:
-        kinds = sorted({m.kind for m in state.config.enabled_models})
+        kinds = enabled_kinds(state.config)
         if not _may_use(client, state.router, kinds, model_id):
             raise ModelNotFound(f"The model '{model_id}' does not exist", param="model")
     return json_response(model_entry(state.config, model_id, int(state.started_at)))

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from flask import Blueprint, Response, g
+from flask import Blueprint, Response
 
 from app.api.blocks import (
     BlockClosed,
@@ -25,17 +25,14 @@ from app.api.blocks import (
     Redact,
     close,
     copy_limits,
-    estimate_input_tokens,
-    fold_stream,
     new_id,
+    serve,
     usage_or_estimate,
 )
 from app.api.chat import parse_json_object
-from app.api.render import json_response, served_headers, services
 from app.api.schema import check_depth, check_fields
 from app.errors import InvalidRequest, ProxyError
 from app.events import StreamFailed
-from app.gateway import StreamAnswer
 from app.providers.shape import REASONING, TEXT, Answer, Block
 from app.sse import KEEP_ALIVE, encode_event
 
@@ -513,16 +510,12 @@ def failure_detail(error: ProxyError, redact: Redact) -> dict[str, Any]:
 @bp.post("/responses")
 def create_response() -> Response:
     request = to_chat(parse_json_object())
-    chat = request.chat
-    estimate = estimate_input_tokens(chat)
     response_id, created_at = new_id("resp"), int(time.time())
-    state = services()
-    answer = state.gateway.chat(chat, g.trace)
-    if isinstance(answer, StreamAnswer):
-        name = answer.model.name
-        blocks = fold_stream(answer.events, name)
-        events = response_events(blocks, request, response_id, created_at, name, estimate, state.redactor)
-        headers = served_headers(answer, stream=True, ignored_tools=request.ignored_tools)
-        return Response(events, mimetype="text/event-stream", headers=headers)
-    body = response_from(request, Answer.from_completion(answer.body), response_id, created_at, estimate)
-    return json_response(body, headers=served_headers(answer, ignored_tools=request.ignored_tools))
+    return serve(
+        request.chat,
+        request.ignored_tools,
+        lambda answer, estimate: response_from(request, answer, response_id, created_at, estimate),
+        lambda blocks, model, estimate, redact: response_events(
+            blocks, request, response_id, created_at, model, estimate, redact
+        ),
+    )
